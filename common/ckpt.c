@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int gpp__placeholder_ckpt;
