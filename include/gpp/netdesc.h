@@ -14,22 +14,27 @@
  *
  *   "type"    one of: conv, bn, relu, maxpool, avgpool, global-avgpool, fc,
  *             concat, flatten, dropout, softmax-cross-entropy     (required)
- *   "name"    unique, [A-Za-z0-9_.-]{1,64}; default "<type><index>" (e.g. "conv0")
+ *   "name"    unique, [A-Za-z0-9_.-]{1,64}, not "input" (that names the data);
+ *             default "<type><index>" (e.g. "conv0")
  *   "inputs"  array of earlier layer names, or "input" for the data; default:
- *             the previous layer (the data for the first layer).  Only
- *             concat takes more than one input (2..16).
+ *             ["<previous layer>"] (["input"] for the first layer).  Every
+ *             layer takes exactly 1 input except concat, which takes 2..16
+ *             and has no default.
  *
  * and per type (defaults in brackets):
- *   conv      "out" 1..65536, "k" 1..31, "stride" 1..16 [1], "pad" 0..15 [0],
- *             "bias" bool [true]
- *   fc        "out" 1..1048576, "bias" bool [true]
+ *   conv      "out" 1..65536, "k" 1..31 (both required), "stride" 1..16 [1],
+ *             "pad" 0..15 [0], "bias" bool [true]
+ *   fc        "out" 1..1048576 (required), "bias" bool [true]
  *   maxpool, avgpool
- *             "k" 1..31, "stride" 1..31 [k], "pad" 0..15 [0]
+ *             "k" 1..31 (required), "stride" 1..31 [k], "pad" 0..15 [0]
  *   bn        "eps" (0, 1) [1e-5], "momentum" (0, 1] [0.1]
  *   dropout   "p" [0, 1) [0.5]
  *   relu, global-avgpool, flatten, concat, softmax-cross-entropy: no fields
- * At most GPP_NET_MAX_LAYERS layers; unknown fields are an error.  The last
- * layer is usually softmax-cross-entropy; if it is absent the engine adds one.
+ * Integers are JSON numbers without a fractional part.  The object form may
+ * carry "input": [C, H, W] (each 1..65536) and "classes" (2..100000).
+ * 1..GPP_NET_MAX_LAYERS layers; unknown and duplicate fields are an error.
+ * The last layer is usually softmax-cross-entropy; if it is absent the
+ * engine adds one.
  *
  * Parameter tensors in a checkpoint are named "<layer>.weight", "<layer>.bias",
  * and for bn also "<layer>.running_mean", "<layer>.running_var" (the same
@@ -48,13 +53,18 @@
 /* Validate a network description: either an array of layers, or an object
  * with "layers" (and optional "input", "classes").  Checks types, ranges,
  * unknown fields, unique names and that every input names an earlier layer.
- * `path` prefixes field paths in errors ("model" gives "model[3].k").
- * Returns 0, or GPP_EINVAL with *err filled. Shapes are checked by the engine. */
+ * `path` prefixes field paths in errors: "model" gives "model[3].k" for the
+ * array form and "model.layers[3].k" for the object form (NULL or "" gives
+ * "[3].k" / "layers[3].k").  Returns 0, or GPP_EINVAL (GPP_ENOMEM) with *err
+ * filled.  Shapes are checked by the engine. */
 int gpp_netdesc_validate(const cJSON *desc, const char *path, gpp_error *err);
 
 /* Return a new, validated copy of `desc` in canonical form: an object with
  * "layers" whose every layer has its defaults, "name" and "inputs" filled in
- * (plus "input"/"classes" when present).  NULL with *err filled on error.
+ * (plus "input"/"classes" when present), keys in a fixed order: "input",
+ * "classes", "layers"; per layer "name", "type", "inputs", then the type's
+ * fields in the order listed above.  Canonicalising a canonical description
+ * gives it back unchanged.  NULL with *err filled on error.
  * The caller frees the result with cJSON_Delete. */
 cJSON *gpp_netdesc_canonical(const cJSON *desc, const char *path, gpp_error *err);
 
