@@ -10,6 +10,15 @@ the same checks as the C reader and writes the same bytes as the C writer.
 Needs only the standard library and numpy; PyTorch is imported lazily by
 :func:`state_dict`.
 
+The JSON document is ``{"format": "gppm", "network": {...}, "meta": {...},
+"state": {...}}``.  One ``meta`` key has a fixed meaning: ``"normalize":
+{"mean": [m_0, ...], "std": [s_0, ...]}``, the per-channel mean and standard
+deviation of x / 255 the network was trained with (one number per input
+channel, or one for all).  The ONNX export (``gpp-worker export``,
+include/gpp/export.h) and ``gpp_torch.from_gppm`` put ``(x - mean) / std``
+in front of the network when it is present, so their models take pixels in
+[0, 1]; without it they apply no normalisation.
+
 Usage::
 
     import gppm
