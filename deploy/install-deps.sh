@@ -22,11 +22,12 @@ pkgs=(build-essential pkg-config meson ninja-build
       clang libclang-rt-14-dev
 # run and test: data set, the PyTorch peer and fixtures, tools the tests call
       dataset-fashion-mnist python3 python3-numpy python3-torch python3-torchvision
-      curl sqlite3 wrk)
-if [ "$want_browser" = 1 ]; then
-  pkgs+=(chromium nodejs)
-  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
-fi
+      curl sqlite3 wrk
+# node: the ONNX Runtime check (onnxruntime-node) and the browser tests
+      nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+# the browser tests drive Debian's chromium
+[ "$want_browser" = 1 ] && pkgs+=(chromium)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -47,14 +48,14 @@ else
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# npm packages for the dashboard and the browser tests (pinned by lock files)
+# npm packages (pinned by their lock files): the dashboard's charting library,
+# playwright-core for the browser tests, onnxruntime-node for the export check.
+# --ignore-scripts: nothing downloads a browser or a binary of its own.
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ "$want_browser" = 1 ]; then
-  for d in web tests/browser; do
-    if [ -f "$here/$d/package.json" ] && [ ! -d "$here/$d/node_modules" ]; then
-      echo "install-deps: npm ci in $d"
-      (cd "$here/$d" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
-    fi
-  done
-fi
+for d in web tests/browser tests/unit/export; do
+  if [ -f "$here/$d/package-lock.json" ] && [ ! -d "$here/$d/node_modules" ]; then
+    echo "install-deps: npm ci in $d"
+    (cd "$here/$d" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+done
 echo "install-deps: done"
