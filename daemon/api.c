@@ -1,0 +1,937 @@
+/* daemon/api.c - the HTTP server: MHD set-up, request life cycle, router,
+ * auth, replies, and the small endpoints (health, OpenAPI, Prometheus,
+ * static files).  Jobs are in api_jobs.c, tokens/data sets/workers in
+ * api_admin.c. */
+#include "api_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpp_config.h"
+#include "log.h"
+#include "tokens.h"
+
+#define API_THREADS 2
+#define API_CONN_TIMEOUT_S 60           /* idle connections are closed */
+#define API_PER_IP_LIMIT 256
+#define API_CONN_MEMORY (64 * 1024)     /* per connection: headers + buffers */
+#define API_JSON_MAX_DEPTH 32
+#define API_STOP_WAIT_MS 10000
+#define API_DISCARD_MAX (16 * 1024 * 1024) /* body bytes read and dropped before closing */
+
+const double api__lat_bounds[API_LAT_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+};
+
+struct api {
+    gppd *d;
+    struct MHD_Daemon *mhd;
+    uint16_t port;
+    atomic_int inflight;                             /* requests not yet completed */
+    atomic_uint_fast64_t by_status[500];             /* 100..599 */
+    atomic_uint_fast64_t lat[API_LAT_BUCKETS + 1];   /* last: +Inf */
+    atomic_uint_fast64_t lat_sum_us, lat_count;
+};
+
+/* ---- the router table ------------------------------------------------------ */
+
+static const api_route routes[] = {
+    {"GET", "/api/v1/health", api__health, API_AUTH_NONE, false},
+    {"GET", "/api/v1/openapi.json", api__openapi, API_AUTH_NONE, false},
+    {"GET", "/api/v1/jobs", api__jobs_list, API_AUTH_USER, false},
+    {"POST", "/api/v1/jobs", api__jobs_submit, API_AUTH_USER, true},
+    {"GET", "/api/v1/jobs/{id}", api__job_get, API_AUTH_USER, false},
+    {"POST", "/api/v1/jobs/{id}/cancel", api__job_cancel, API_AUTH_USER, false},
+    {"POST", "/api/v1/jobs/{id}/retry", api__job_retry, API_AUTH_USER, false},
+    {"GET", "/api/v1/jobs/{id}/metrics", api__job_metrics, API_AUTH_USER, false},
+    {"GET", "/api/v1/jobs/{id}/logs", api__job_logs, API_AUTH_USER, false},
+    {"GET", "/api/v1/jobs/{id}/architecture", api__job_architecture, API_AUTH_USER, false},
+    {"GET", "/api/v1/workers", api__workers_list, API_AUTH_USER, false},
+    {"GET", "/api/v1/datasets", api__datasets_list, API_AUTH_USER, false},
+    {"POST", "/api/v1/datasets", api__datasets_register, API_AUTH_ADMIN, true},
+    {"GET", "/api/v1/datasets/{name}", api__dataset_get, API_AUTH_USER, false},
+    {"GET", "/api/v1/tokens", api__tokens_list, API_AUTH_ADMIN, false},
+    {"POST", "/api/v1/tokens", api__tokens_issue, API_AUTH_ADMIN, true},
+    {"DELETE", "/api/v1/tokens/{id}", api__token_revoke, API_AUTH_ADMIN, false},
+    {"GET", "/metrics", api__prometheus, API_AUTH_NONE, false},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+size_t api_route_count(void)
+{
+    return N_ROUTES;
+}
+
+int api_route_get(size_t i, const char **method, const char **pattern)
+{
+    if (i >= N_ROUTES)
+        return -1;
+    *method = routes[i].method;
+    *pattern = routes[i].pattern;
+    return 0;
+}
+
+/* Match path against pattern, capturing {x} segments into r->params. */
+static bool route_match(const char *pattern, const char *path, api_req *r)
+{
+    int np = 0;
+    const char *p = pattern, *u = path;
+    while (*p && *u) {
+        if (*p == '{') {
+            const char *pe = strchr(p, '}');
+            const char *ue = strchr(u, '/');
+            size_t n = ue ? (size_t)(ue - u) : strlen(u);
+            if (!pe || n == 0 || n >= API_PARAM_MAX || np >= API_MAX_PARAMS)
+                return false;
+            if (r) {
+                memcpy(r->params[np], u, n);
+                r->params[np][n] = '\0';
+            }
+            np++;
+            p = pe + 1;
+            u += n;
+            continue;
+        }
+        if (*p != *u)
+            return false;
+        p++;
+        u++;
+    }
+    return *p == '\0' && *u == '\0';
+}
+
+/* ---- replies ----------------------------------------------------------------- */
+
+/* Queue resp with status and count it for /metrics (status, latency up to
+ * the moment the reply is ready). */
+static enum MHD_Result queue_reply(api_req *r, unsigned status, struct MHD_Response *resp)
+{
+    r->status = status;
+    api *a = r->api;
+    if (status >= 100 && status < 600) {
+        atomic_fetch_add(&a->by_status[status - 100], 1);
+        uint64_t us = (gpp__mono_ns() - r->t0) / 1000;
+        double sec = (double)us / 1e6;
+        int b = 0;
+        while (b < API_LAT_BUCKETS && sec > api__lat_bounds[b])
+            b++;
+        atomic_fetch_add(&a->lat[b], 1);
+        atomic_fetch_add(&a->lat_sum_us, us);
+        atomic_fetch_add(&a->lat_count, 1);
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result api__reply(api_req *r, unsigned status, const char *ctype, char *body,
+                           size_t len, const char *const *headers)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body ? body : (void *)"",
+                                        body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    return queue_reply(r, status, resp);
+}
+
+enum MHD_Result api__reply_json(api_req *r, unsigned status, cJSON *v,
+                                const char *const *headers)
+{
+    char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+    cJSON_Delete(v);
+    if (!text)
+        return api__reply_error(r, 500, "internal", "", "out of memory");
+    return api__reply(r, status, "application/json", text, strlen(text), headers);
+}
+
+static enum MHD_Result reply_error_v(api_req *r, unsigned status, const char *code,
+                                     const char *field, const char *msg,
+                                     const char *const *headers)
+{
+    gpp__buf b = {0};
+    gpp__buf_puts(&b, "{\"error\":{\"code\":");
+    gpp__buf_json_str(&b, code);
+    gpp__buf_puts(&b, ",\"message\":");
+    gpp__buf_json_str(&b, msg);
+    gpp__buf_puts(&b, ",\"field\":");
+    gpp__buf_json_str(&b, field && *field ? field : NULL);
+    gpp__buf_puts(&b, "}}");
+    size_t len = 0;
+    char *text = gpp__buf_take(&b, &len);
+    if (!text)
+        return MHD_NO;
+    return api__reply(r, status, "application/json", text, len, headers);
+}
+
+enum MHD_Result api__reply_error(api_req *r, unsigned status, const char *code,
+                                 const char *field, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    static const char *const retry[] = {"Retry-After", "1", NULL};
+    static const char *const bearer[] = {"WWW-Authenticate", "Bearer", NULL};
+    const char *const *h = status == 503 ? retry : status == 401 ? bearer : NULL;
+    return reply_error_v(r, status, code, field, msg, h);
+}
+
+static unsigned status_for(const char *code)
+{
+    static const struct {
+        const char *code;
+        unsigned status;
+    } map[] = {
+        {"not_found", 404}, {"conflict", 409}, {"invalid_argument", 422},
+        {"checksum_mismatch", 422}, {"malformed", 400}, {"too_large", 413},
+        {"unavailable", 503}, {"unauthenticated", 401}, {"forbidden", 403},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(code, map[i].code) == 0)
+            return map[i].status;
+    return 500;
+}
+
+enum MHD_Result api__reply_gpp(api_req *r, const gpp_error *e)
+{
+    const char *code = e->code[0] ? e->code : "internal";
+    unsigned status = status_for(code);
+    if (status >= 500) {
+        char q[600];
+        log_warn("request failed", "method=%s path=%s code=%s error=%s", r->method, r->path,
+                 code, log_quote(e->message, q, sizeof q));
+    }
+    return api__reply_error(r, status, status == 500 ? "internal" : code, e->field, "%s",
+                            e->message[0] ? e->message : "internal error");
+}
+
+/* Hold an error until the request body has been read (so the client sees
+ * the reply instead of a reset). */
+static void set_pending(api_req *r, unsigned status, const char *code, const char *field,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void set_pending(api_req *r, unsigned status, const char *code, const char *field,
+                        const char *fmt, ...)
+{
+    r->pending = true;
+    r->pending_status = status;
+    snprintf(r->pending_err.code, sizeof r->pending_err.code, "%s", code);
+    snprintf(r->pending_err.field, sizeof r->pending_err.field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->pending_err.message, sizeof r->pending_err.message, fmt, ap);
+    va_end(ap);
+}
+
+static enum MHD_Result reply_pending(api_req *r)
+{
+    if (r->pending_status == 405) {
+        const char *h[] = {"Allow", r->pending_err.field, NULL};
+        return reply_error_v(r, 405, "method_not_allowed", "", r->pending_err.message, h);
+    }
+    return api__reply_error(r, r->pending_status, r->pending_err.code, r->pending_err.field,
+                            "%s", r->pending_err.message);
+}
+
+/* ---- request helpers ----------------------------------------------------------- */
+
+const char *api__query(api_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+int api__query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t def,
+                   int64_t *out, enum MHD_Result *reply)
+{
+    const char *v = api__query(r, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (gpp__parse_i64(v, lo, hi, out) != 0) {
+        *reply = api__reply_error(r, 400, "malformed", name,
+                                  "%s must be a whole number in %lld..%lld", name,
+                                  (long long)lo, (long long)hi);
+        return -1;
+    }
+    return 0;
+}
+
+void api__cursor_make(char kind, const char *value, char *out, size_t n)
+{
+    char raw[256];
+    int len = snprintf(raw, sizeof raw, "%c:%s", kind, value);
+    if (len < 0 || (size_t)len >= sizeof raw || n < ((size_t)len + 2) / 3 * 4 + 1) {
+        if (n)
+            out[0] = '\0';
+        return;
+    }
+    gpp__base64url((const uint8_t *)raw, (size_t)len, out);
+}
+
+int api__cursor_parse(char kind, const char *cursor, char *value, size_t n)
+{
+    uint8_t raw[256];
+    size_t clen = strlen(cursor);
+    if (clen == 0 || clen > 300)
+        return -1;
+    long len = gpp__base64url_decode(cursor, clen, raw, sizeof raw - 1);
+    if (len < 3 || raw[0] != (uint8_t)kind || raw[1] != ':')
+        return -1;
+    if ((size_t)len - 2 >= n || memchr(raw + 2, '\0', (size_t)len - 2))
+        return -1;
+    memcpy(value, raw + 2, (size_t)len - 2);
+    value[len - 2] = '\0';
+    return 0;
+}
+
+/* Deepest [ / { nesting of a JSON text (strings skipped), stopping once
+ * past `limit`. */
+static int json_depth(const char *s, size_t n, int limit)
+{
+    int depth = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                max = depth;
+            if (max > limit)
+                return max;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return max;
+}
+
+cJSON *api__body_object(api_req *r, enum MHD_Result *reply)
+{
+    const char *body = r->body ? r->body : "";
+    if (json_depth(body, r->body_len, API_JSON_MAX_DEPTH) > API_JSON_MAX_DEPTH) {
+        *reply = api__reply_error(r, 400, "malformed", "",
+                                  "the JSON body is nested deeper than %d levels",
+                                  API_JSON_MAX_DEPTH);
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(body, r->body_len, &end, false);
+    if (v && end) {
+        while (end < body + r->body_len && (*end == ' ' || *end == '\n' || *end == '\r' ||
+                                             *end == '\t'))
+            end++;
+        if (end != body + r->body_len) {
+            cJSON_Delete(v);
+            v = NULL;
+        }
+    }
+    if (!v) {
+        *reply = api__reply_error(r, 400, "malformed", "", "the body is not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(v)) {
+        cJSON_Delete(v);
+        *reply = api__reply_error(r, 400, "malformed", "", "the body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+cJSON *api__time(int64_t ms)
+{
+    if (!ms)
+        return cJSON_CreateNull();
+    char t[32];
+    gpp__fmt_time(ms, t);
+    return cJSON_CreateString(t);
+}
+
+bool api__can_see(const api_req *r, const char *owner)
+{
+    return strcmp(r->who.role, "admin") == 0 || (owner && strcmp(owner, r->who.name) == 0);
+}
+
+/* ---- auth ---------------------------------------------------------------------- */
+
+/* 0 when the caller may use the route, else a pending 401/403 is set. */
+static int authenticate(api_req *r)
+{
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h) {
+        set_pending(r, 401, "unauthenticated", "", "missing Authorization: Bearer TOKEN");
+        return -1;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        set_pending(r, 401, "unauthenticated", "", "the Authorization header must be"
+                                                   " `Bearer TOKEN`");
+        return -1;
+    }
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    size_t len = strlen(tok);
+    while (len > 0 && tok[len - 1] == ' ')
+        len--;
+    if (!token_check(tok, len)) {
+        set_pending(r, 401, "unauthenticated", "", "malformed token");
+        return -1;
+    }
+    uint8_t hash[32];
+    token_hash(tok, len, hash);
+    store_token t;
+    gpp_error e = {0};
+    int rc = store_token_by_hash(r->d->store, hash, &t, &e);
+    if (rc == GPP_ENOTFOUND) {
+        set_pending(r, 401, "unauthenticated", "", "unknown token");
+        return -1;
+    }
+    if (rc != 0) {
+        set_pending(r, status_for(e.code), e.code, "", "%s", e.message);
+        return -1;
+    }
+    if (t.revoked_at) {
+        set_pending(r, 401, "unauthenticated", "", "the token was revoked");
+        return -1;
+    }
+    if (strcmp(t.role, "worker") == 0) {
+        set_pending(r, 403, "forbidden", "", "worker tokens are for the worker link, not the"
+                                             " HTTP API");
+        return -1;
+    }
+    r->who.token_id = t.id;
+    snprintf(r->who.name, sizeof r->who.name, "%s", t.name);
+    snprintf(r->who.role, sizeof r->who.role, "%s", t.role);
+    if (r->route->auth == API_AUTH_ADMIN && strcmp(t.role, "admin") != 0) {
+        set_pending(r, 403, "forbidden", "", "this needs an admin token");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- request life cycle ------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode the path part of a raw URI; NULL for an encoded NUL, a bad
+ * escape or a path not starting with '/'. */
+static char *decode_path(const char *uri)
+{
+    size_t n = strcspn(uri, "?#");
+    if (n == 0 || uri[0] != '/')
+        return NULL;
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (uri[i] != '%') {
+            out[o++] = uri[i];
+            continue;
+        }
+        if (i + 2 >= n) {
+            free(out);
+            return NULL;
+        }
+        int a = hexval(uri[i + 1]), b = hexval(uri[i + 2]);
+        if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+            free(out);
+            return NULL;
+        }
+        out[o++] = (char)(a * 16 + b);
+        i += 2;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    api *a = cls;
+    api_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->api = a;
+    r->d = a->d;
+    r->conn = conn;
+    r->t0 = gpp__mono_ns();
+    r->path = decode_path(uri ? uri : "");
+    atomic_fetch_add(&a->inflight, 1);
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    api *a = cls;
+    api_req *r = *con_cls;
+    if (!r)
+        return;
+    if (r->status && (log_enabled(LOG_DEBUG) || r->status >= 500)) {
+        char q[600];
+        uint64_t us = (gpp__mono_ns() - r->t0) / 1000;
+        log_write(r->status >= 500 ? LOG_WARN : LOG_DEBUG, "request",
+                  "method=%s path=%s status=%u us=%llu user=%s", r->method ? r->method : "-",
+                  log_quote(r->path ? r->path : "-", q, sizeof q), r->status,
+                  (unsigned long long)us, r->who.name[0] ? r->who.name : "-");
+    }
+    (void)toe;
+    free(r->path);
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&a->inflight, 1);
+}
+
+static bool is_json_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return false;
+    ct += 16;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* First call: route, authenticate, check the body's type and size.
+ * Returns true when a reply was queued already (in *ret). */
+static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
+{
+    r->method = method;
+    if (!r->path) {
+        set_pending(r, 400, "malformed", "", "the URL path is malformed (bad %%-escape or an"
+                                             " encoded NUL)");
+        return false;
+    }
+    bool head = strcmp(method, "HEAD") == 0;
+    const char *m = head ? "GET" : method;
+    char allow[64] = "";
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (!route_match(routes[i].pattern, r->path, NULL))
+            continue;
+        if (strcmp(routes[i].method, m) == 0) {
+            r->route = &routes[i];
+            route_match(routes[i].pattern, r->path, r);
+            break;
+        }
+        if (!strstr(allow, routes[i].method)) {
+            if (allow[0])
+                strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
+            strncat(allow, routes[i].method, sizeof allow - strlen(allow) - 1);
+        }
+    }
+    if (!r->route) {
+        if (allow[0]) {
+            set_pending(r, 405, "method_not_allowed", allow, "%s is not allowed on %s (allowed:"
+                        " %s)", method, r->path, allow);
+            return false;
+        }
+        if (strncmp(r->path, "/api/", 5) == 0 || strcmp(r->path, "/api") == 0) {
+            set_pending(r, 404, "not_found", "", "no such endpoint: %s", r->path);
+            return false;
+        }
+        static const api_route static_route = {"GET", "/", api__static, API_AUTH_NONE, false};
+        if (strcmp(m, "GET") != 0) {
+            set_pending(r, 405, "method_not_allowed", "GET, HEAD", "%s is not allowed on %s"
+                        " (allowed: GET, HEAD)", method, r->path);
+            return false;
+        }
+        r->route = &static_route;
+        return false;
+    }
+    if (r->route->auth != API_AUTH_NONE && authenticate(r) != 0)
+        return false;
+    if (r->route->json_body) {
+        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!is_json_type(ct)) {
+            set_pending(r, 415, "unsupported_media_type", "Content-Type",
+                        "the body must be application/json");
+            return false;
+        }
+        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        int64_t n;
+        if (cl && gpp__parse_i64(cl, 0, INT64_MAX, &n) == 0 && n > API_BODY_MAX) {
+            *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
+                                    " is %d", (long long)n, API_BODY_MAX);
+            return true;
+        }
+    }
+    return false;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    api_req *r = *con_cls;
+    (void)url;
+    (void)version;
+    if (!r)
+        return MHD_NO;      /* on_uri could not allocate: drop the connection */
+    r->conn = conn;
+    if (!r->started) {
+        r->started = true;
+        enum MHD_Result ret = MHD_NO;
+        if (request_begin(r, method, &ret))
+            return ret;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        /* libmicrohttpd cannot answer in the middle of a body: once a reply is
+         * decided (an error, or the body passed the limit) the rest is read and
+         * dropped, up to API_DISCARD_MAX, past which the connection is closed. */
+        if (!r->pending && r->route->json_body && r->body_len + n > API_BODY_MAX)
+            set_pending(r, 413, "too_large", "", "the body is over %d bytes", API_BODY_MAX);
+        if (r->pending || !r->route->json_body) {
+            r->discarded += n;
+            return r->discarded > API_DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 4096;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            char *nb = realloc(r->body, cap);
+            if (!nb)
+                return api__reply_error(r, 503, "unavailable", "", "out of memory");
+            r->body = nb;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return MHD_YES;
+    }
+    if (r->status)
+        return MHD_YES;     /* replied already (413 mid-body) */
+    if (r->pending)
+        return reply_pending(r);
+    if (r->route->json_body && r->body_len == 0)
+        return api__reply_error(r, 400, "malformed", "", "the body is empty; a JSON object is"
+                                " expected");
+    return r->route->fn(r);
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512], q[600];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    (void)cls;
+    log_debug("libmicrohttpd", "detail=%s", log_quote(msg, q, sizeof q));
+}
+#pragma GCC diagnostic pop
+
+/* ---- start / stop ---------------------------------------------------------------- */
+
+int api_start(api **out, gppd *d, gpp_error *err)
+{
+    *out = NULL;
+    char host[CONFIG_ADDR_MAX];
+    int port;
+    if (config_split_addr(d->cfg.listen, host, &port) != 0)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "listen",
+                             "--listen '%s' is not ADDR:PORT", d->cfg.listen);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int grc = getaddrinfo(host, portstr, &hints, &ai);
+    if (grc != 0 || !ai)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "listen",
+                             "--listen: cannot resolve '%s': %s", host, gai_strerror(grc));
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof sa);
+    memcpy(&sa, ai->ai_addr, ai->ai_addrlen);
+    bool v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+
+    api *a = calloc(1, sizeof *a);
+    if (!a)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    a->d = d;
+    unsigned conn_limit = 1000;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < conn_limit + 64)
+        conn_limit = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
+    errno = 0;
+    a->mhd = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, a,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)API_THREADS,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)API_PER_IP_LIMIT,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_CONN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, a,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
+        MHD_OPTION_END);
+    if (!a->mhd) {
+        int e = errno;
+        free(a);
+        return gpp_error_set(err, GPP_EIO, "io_error", "listen",
+                             "cannot listen on %s: %s", d->cfg.listen,
+                             e ? strerror(e) : "address in use or not available");
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = info ? info->port : (uint16_t)port;
+    *out = a;
+    return 0;
+}
+
+uint16_t api_port(const api *a)
+{
+    return a->port;
+}
+
+void api_stop(api *a)
+{
+    if (!a)
+        return;
+    MHD_socket lsock = MHD_quiesce_daemon(a->mhd);
+    for (int waited = 0; atomic_load(&a->inflight) > 0 && waited < API_STOP_WAIT_MS;
+         waited += 10) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(a->mhd);
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+    free(a);
+}
+
+void api__counters(const api *a, uint64_t by_status[500], uint64_t buckets[API_LAT_BUCKETS],
+                   double *sum_s, uint64_t *count)
+{
+    for (int i = 0; i < 500; i++)
+        by_status[i] = atomic_load(&a->by_status[i]);
+    uint64_t cum = 0;
+    for (int i = 0; i < API_LAT_BUCKETS; i++) {
+        cum += atomic_load(&a->lat[i]);
+        buckets[i] = cum;
+    }
+    *sum_s = (double)atomic_load(&a->lat_sum_us) / 1e6;
+    *count = atomic_load(&a->lat_count);
+}
+
+/* ---- small endpoints --------------------------------------------------------------- */
+
+enum MHD_Result api__health(api_req *r)
+{
+    gpp_error e = {0};
+    int64_t counts[STORE_JOB_NSTATES];
+    int64_t workers = store_worker_count_active(r->d->store, &e);
+    if (workers < 0 || store_job_counts(r->d->store, counts, &e) != 0)
+        return api__reply_gpp(r, &e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddStringToObject(o, "version", GPP_VERSION);
+    cJSON_AddNumberToObject(o, "workers", (double)workers);
+    cJSON_AddNumberToObject(o, "queued", (double)counts[STORE_JOB_QUEUED]);
+    cJSON_AddNumberToObject(o, "running", (double)counts[STORE_JOB_RUNNING]);
+    cJSON_AddNumberToObject(o, "schema", store_schema_version(r->d->store));
+    return api__reply_json(r, 200, o, NULL);
+}
+
+enum MHD_Result api__openapi(api_req *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        gppd_openapi_json_len, (void *)(uintptr_t)gppd_openapi_json, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    return queue_reply(r, 200, resp);
+}
+
+enum MHD_Result api__prometheus(api_req *r)
+{
+    gpp_error e = {0};
+    int64_t counts[STORE_JOB_NSTATES];
+    int64_t workers = store_worker_count_active(r->d->store, &e);
+    if (workers < 0 || store_job_counts(r->d->store, counts, &e) != 0)
+        return api__reply_gpp(r, &e);
+    uint64_t by_status[500];
+    uint64_t buckets[API_LAT_BUCKETS], count;
+    double sum;
+    gpp__buf b = {0};
+    gpp__buf_puts(&b, "# HELP gppd_jobs Jobs by state.\n# TYPE gppd_jobs gauge\n");
+    for (int i = 0; i < STORE_JOB_NSTATES; i++)
+        gpp__buf_printf(&b, "gppd_jobs{state=\"%s\"} %lld\n", store_job_states[i],
+                        (long long)counts[i]);
+    gpp__buf_printf(&b, "# HELP gppd_workers Connected workers.\n# TYPE gppd_workers gauge\n"
+                        "gppd_workers %lld\n", (long long)workers);
+    api__counters(r->api, by_status, buckets, &sum, &count);
+    gpp__buf_puts(&b, "# HELP gppd_http_requests_total HTTP requests answered, by status code.\n"
+                      "# TYPE gppd_http_requests_total counter\n");
+    for (int i = 0; i < 500; i++)
+        if (by_status[i])
+            gpp__buf_printf(&b, "gppd_http_requests_total{code=\"%d\"} %llu\n", i + 100,
+                            (unsigned long long)by_status[i]);
+    gpp__buf_puts(&b, "# HELP gppd_http_request_duration_seconds Time from request line to"
+                      " reply.\n# TYPE gppd_http_request_duration_seconds histogram\n");
+    for (int i = 0; i < API_LAT_BUCKETS; i++)
+        gpp__buf_printf(&b, "gppd_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                        api__lat_bounds[i], (unsigned long long)buckets[i]);
+    gpp__buf_printf(&b, "gppd_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "gppd_http_request_duration_seconds_sum %.6f\n"
+                        "gppd_http_request_duration_seconds_count %llu\n",
+                    (unsigned long long)count, sum, (unsigned long long)count);
+    gpp__buf_printf(&b, "# HELP gppd_build_info gppd version.\n# TYPE gppd_build_info gauge\n"
+                        "gppd_build_info{version=\"%s\"} 1\n", GPP_VERSION);
+    size_t len = 0;
+    char *text = gpp__buf_take(&b, &len);
+    if (!text)
+        return api__reply_error(r, 500, "internal", "", "out of memory");
+    return api__reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+}
+
+static const char *content_type(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"}, {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"}, {".json", "application/json"},
+        {".map", "application/json"}, {".svg", "image/svg+xml"}, {".png", "image/png"},
+        {".jpg", "image/jpeg"}, {".jpeg", "image/jpeg"}, {".gif", "image/gif"},
+        {".ico", "image/x-icon"}, {".webp", "image/webp"}, {".woff2", "font/woff2"},
+        {".woff", "font/woff"}, {".txt", "text/plain; charset=utf-8"},
+        {".wasm", "application/wasm"},
+    };
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (strcasecmp(dot, types[i].ext) == 0)
+                return types[i].type;
+    return "application/octet-stream";
+}
+
+/* Resolve rel under the web root; 0 with the real path in out when it is a
+ * regular file (or a folder, *is_dir) strictly inside the root. */
+static int static_resolve(const char *root, const char *rel, char *out, bool *is_dir)
+{
+    char joined[PATH_MAX];
+    if ((size_t)snprintf(joined, sizeof joined, "%s/%s", root, rel) >= sizeof joined)
+        return -1;
+    if (!realpath(joined, out))
+        return -1;
+    size_t rl = strlen(root);
+    if (strncmp(out, root, rl) != 0 || (out[rl] != '/' && out[rl] != '\0'))
+        return -1;              /* a symlink pointing out of the root */
+    struct stat st;
+    if (stat(out, &st) != 0)
+        return -1;
+    *is_dir = S_ISDIR(st.st_mode);
+    if (!*is_dir && !S_ISREG(st.st_mode))
+        return -1;
+    return 0;
+}
+
+enum MHD_Result api__static(api_req *r)
+{
+    const char *root = r->d->web_root;
+    if (!root[0])
+        return api__reply_error(r, 404, "not_found", "", "no dashboard is served (no --web-root)");
+    const char *p = r->path;
+    /* every segment must be a plain name: no "", ".", "..", backslashes */
+    for (const char *s = p + 1; *s;) {
+        size_t n = strcspn(s, "/");
+        if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.') ||
+            memchr(s, '\\', n) || (n == 0 && s[n] == '/'))
+            return api__reply_error(r, 404, "not_found", "", "no such file");
+        s += n;
+        if (*s == '/')
+            s++;
+    }
+    char rel[PATH_MAX];
+    size_t pl = strlen(p + 1);
+    if (pl + 16 >= sizeof rel)
+        return api__reply_error(r, 404, "not_found", "", "no such file");
+    snprintf(rel, sizeof rel, "%s%s", p + 1, pl == 0 || p[pl] == '/' ? "index.html" : "");
+    char real[PATH_MAX];
+    bool is_dir = false;
+    if (static_resolve(root, rel, real, &is_dir) != 0)
+        return api__reply_error(r, 404, "not_found", "", "no such file");
+    if (is_dir) {
+        char sub[PATH_MAX];
+        if ((size_t)snprintf(sub, sizeof sub, "%s/index.html", rel) >= sizeof sub ||
+            static_resolve(root, sub, real, &is_dir) != 0 || is_dir)
+            return api__reply_error(r, 404, "not_found", "", "no such file");
+    }
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        return api__reply_error(r, 404, "not_found", "", "no such file");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type(real));
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return queue_reply(r, 200, resp);
+}

@@ -1,0 +1,707 @@
+/* daemon/api_jobs.c - /api/v1/jobs and its sub-resources. */
+#include "api_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gpp/jobspec.h"
+#include "gpp/sha256.h"
+#include "log.h"
+
+#define JOBS_LIMIT_DEFAULT 50
+#define JOBS_LIMIT_MAX 500
+#define METRICS_LIMIT_DEFAULT 100000
+#define METRICS_LIMIT_MAX 1000000
+#define METRICS_MAX_POINTS_DEFAULT 1000
+#define LOGS_LIMIT_DEFAULT 1000
+#define LOGS_LIMIT_MAX 10000
+#define IDEM_KEY_MAX 255
+
+/* ---- JSON views ------------------------------------------------------------ */
+
+static bool stage_done(const store_stage *g)
+{
+    return strcmp(g->state, "succeeded") == 0 || strcmp(g->state, "skipped") == 0;
+}
+
+static cJSON *parse_or_null(const char *text)
+{
+    cJSON *v = text ? cJSON_Parse(text) : NULL;
+    return v ? v : cJSON_CreateNull();
+}
+
+/* The headline numbers of a stage summary (no per-layer list). */
+static cJSON *summary_numbers(const cJSON *sum)
+{
+    static const char *const keys[] = {"params", "flops", "val_accuracy", "test_accuracy"};
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sum, keys[i]);
+        cJSON_AddItemToObject(o, keys[i], cJSON_IsNumber(v) ? cJSON_CreateNumber(v->valuedouble)
+                                                            : cJSON_CreateNull());
+    }
+    return o;
+}
+
+/* {"baseline": first finished stage's numbers, "current": the last's}. */
+static cJSON *job_summary(const store_stage *st, size_t n)
+{
+    cJSON *out = cJSON_CreateObject(), *first = NULL, *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!stage_done(&st[i]) || !st[i].summary)
+            continue;
+        cJSON *sum = cJSON_Parse(st[i].summary);
+        if (!cJSON_IsObject(sum)) {
+            cJSON_Delete(sum);
+            continue;
+        }
+        if (!first)
+            first = summary_numbers(sum);
+        cJSON_Delete(last);
+        last = summary_numbers(sum);
+        cJSON_Delete(sum);
+    }
+    cJSON_AddItemToObject(out, "baseline", first ? first : cJSON_CreateNull());
+    cJSON_AddItemToObject(out, "current", last ? last : cJSON_CreateNull());
+    return out;
+}
+
+static cJSON *stage_json(const store_stage *g)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "index", g->idx);
+    cJSON_AddStringToObject(o, "kind", g->kind);
+    cJSON_AddNumberToObject(o, "round", g->round);
+    cJSON_AddStringToObject(o, "state", g->state);
+    cJSON_AddNumberToObject(o, "attempt", g->attempt);
+    cJSON_AddItemToObject(o, "reason", g->reason ? cJSON_CreateString(g->reason)
+                                                 : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "worker", g->worker_id ? cJSON_CreateString(g->worker_id)
+                                                    : cJSON_CreateNull());
+    cJSON_AddNumberToObject(o, "progress", g->progress);
+    cJSON_AddItemToObject(o, "output_sha256", g->output_sha256
+                                                  ? cJSON_CreateString(g->output_sha256)
+                                                  : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "started_at", api__time(g->started_at));
+    cJSON_AddItemToObject(o, "finished_at", api__time(g->finished_at));
+    cJSON *sum = g->summary ? cJSON_Parse(g->summary) : NULL;
+    cJSON_AddItemToObject(o, "summary", sum ? summary_numbers(sum) : cJSON_CreateNull());
+    cJSON_Delete(sum);
+    return o;
+}
+
+/* A job as the API shows it; with stages (may be NULL) the full view. */
+static cJSON *job_json(const store_job *j, const store_stage *st, size_t n, bool full)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "name", j->name ? j->name : "");
+    cJSON_AddStringToObject(o, "owner", j->owner ? j->owner : "");
+    cJSON_AddStringToObject(o, "state", j->state);
+    cJSON_AddItemToObject(o, "reason", j->reason ? cJSON_CreateString(j->reason)
+                                                 : cJSON_CreateNull());
+    cJSON_AddStringToObject(o, "dataset", j->dataset ? j->dataset : "");
+    cJSON_AddStringToObject(o, "model", j->model ? j->model : "");
+    cJSON_AddStringToObject(o, "device", j->device ? j->device : "");
+    cJSON_AddNumberToObject(o, "priority", j->priority);
+    cJSON_AddNumberToObject(o, "stages_total", j->stages_total);
+    cJSON_AddNumberToObject(o, "stages_done", j->stages_done);
+    double progress = j->stages_total ? (double)j->stages_done / j->stages_total
+                                      : (strcmp(j->state, "succeeded") == 0 ? 1.0 : 0.0);
+    int current = -1;
+    if (!st && j->stages_done < j->stages_total)
+        current = j->stages_done;        /* stages finish in chain order */
+    for (size_t i = 0; st && i < n; i++) {
+        if (!stage_done(&st[i])) {
+            current = st[i].idx;
+            if (j->stages_total)
+                progress += fmin(fmax(st[i].progress, 0.0), 1.0) / j->stages_total;
+            break;
+        }
+    }
+    if (strcmp(j->state, "succeeded") == 0)
+        progress = 1.0;
+    cJSON_AddNumberToObject(o, "progress", fmin(progress, 1.0));
+    bool finished = strcmp(j->state, "succeeded") == 0 || strcmp(j->state, "failed") == 0 ||
+                    strcmp(j->state, "cancelled") == 0;
+    cJSON_AddItemToObject(o, "current_stage", current >= 0 && !finished
+                                                  ? cJSON_CreateNumber(current)
+                                                  : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "created_at", api__time(j->created_at));
+    cJSON_AddItemToObject(o, "started_at", api__time(j->started_at));
+    cJSON_AddItemToObject(o, "finished_at", api__time(j->finished_at));
+    cJSON_AddItemToObject(o, "updated_at", api__time(j->updated_at));
+    if (full) {
+        cJSON_AddItemToObject(o, "spec", parse_or_null(j->spec));
+        cJSON *arr = cJSON_AddArrayToObject(o, "stages");
+        for (size_t i = 0; st && i < n; i++)
+            cJSON_AddItemToArray(arr, stage_json(&st[i]));
+        cJSON_AddItemToObject(o, "summary", job_summary(st, n));
+    }
+    return o;
+}
+
+/* Load the job named by the path and check the caller may see it (404
+ * otherwise, so ids of others' jobs do not leak). Returns 0 or -1 with a
+ * reply queued in *reply. */
+static int load_visible_job(api_req *r, store_job *j, enum MHD_Result *reply)
+{
+    gpp_error e = {0};
+    const char *id = r->params[0];
+    int rc = store_job_get(r->d->store, id, j, &e);
+    if (rc == GPP_ENOTFOUND || (rc == 0 && !api__can_see(r, j->owner))) {
+        if (rc == 0)
+            store_job_clear(j);
+        *reply = api__reply_error(r, 404, "not_found", "", "no job '%.64s'", id);
+        return -1;
+    }
+    if (rc != 0) {
+        *reply = api__reply_gpp(r, &e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reply with the full view of job j (cleared here). */
+static enum MHD_Result reply_job(api_req *r, unsigned status, store_job *j,
+                                 const char *const *headers)
+{
+    store_stage *st = NULL;
+    size_t n = 0;
+    gpp_error e = {0};
+    if (store_stage_list(r->d->store, j->seq, &st, &n, &e) != 0) {
+        store_job_clear(j);
+        return api__reply_gpp(r, &e);
+    }
+    cJSON *o = job_json(j, st, n, true);
+    store_stage_free(st, n);
+    store_job_clear(j);
+    return api__reply_json(r, status, o, headers);
+}
+
+/* ---- GET /api/v1/jobs ------------------------------------------------------------ */
+
+enum MHD_Result api__jobs_list(api_req *r)
+{
+    enum MHD_Result reply;
+    int64_t limit;
+    if (api__query_int(r, "limit", 1, JOBS_LIMIT_MAX, JOBS_LIMIT_DEFAULT, &limit, &reply) != 0)
+        return reply;
+    store_job_filter f = {
+        .state = api__query(r, "state"),
+        .owner = api__query(r, "owner"),
+        .dataset = api__query(r, "dataset"),
+        .model = api__query(r, "model"),
+    };
+    if (f.state) {
+        bool ok = false;
+        for (int i = 0; i < STORE_JOB_NSTATES; i++)
+            ok |= strcmp(f.state, store_job_states[i]) == 0;
+        if (!ok)
+            return api__reply_error(r, 400, "malformed", "state", "state must be one of queued,"
+                                    " running, succeeded, failed, cancelled");
+    }
+    const char *strs[] = {f.owner, f.dataset, f.model};
+    for (size_t i = 0; i < 3; i++)
+        if (strs[i] && strlen(strs[i]) > 4096)
+            return api__reply_error(r, 400, "malformed", "", "a filter value is too long");
+    bool empty = false;
+    if (strcmp(r->who.role, "admin") != 0) {
+        if (f.owner && strcmp(f.owner, r->who.name) != 0)
+            empty = true;           /* a user sees only their own jobs */
+        f.owner = r->who.name;
+    }
+    int64_t before = 0;
+    const char *cursor = api__query(r, "cursor");
+    if (cursor) {
+        char v[64];
+        int64_t seq;
+        if (api__cursor_parse('j', cursor, v, sizeof v) != 0 ||
+            gpp__parse_i64(v, 1, INT64_MAX, &seq) != 0)
+            return api__reply_error(r, 400, "malformed", "cursor",
+                                    "cursor is not one this server gave out");
+        before = seq;
+    }
+    store_job *jobs = NULL;
+    size_t n = 0;
+    bool more = false;
+    gpp_error e = {0};
+    if (!empty &&
+        store_job_list(r->d->store, &f, before, (int)limit, &jobs, &n, &more, &e) != 0)
+        return api__reply_gpp(r, &e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "jobs");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, job_json(&jobs[i], NULL, 0, false));
+    if (more && n > 0) {
+        char v[32], c[64];
+        snprintf(v, sizeof v, "%lld", (long long)jobs[n - 1].seq);
+        api__cursor_make('j', v, c, sizeof c);
+        cJSON_AddStringToObject(o, "next_cursor", c);
+    } else {
+        cJSON_AddNullToObject(o, "next_cursor");
+    }
+    store_job_free(jobs, n);
+    return api__reply_json(r, 200, o, NULL);
+}
+
+/* ---- POST /api/v1/jobs --------------------------------------------------------- */
+
+static const char *device_name(gpp_device d)
+{
+    return d == GPP_DEVICE_CPU ? "cpu" : d == GPP_DEVICE_GPU ? "gpu" : "any";
+}
+
+static bool is_hex64(const char *s)
+{
+    uint8_t d[GPP_SHA256_LEN];
+    return gpp_sha256_from_hex(s, d) == 0;
+}
+
+/* Checks that need the store: the data set is registered, a checkpoint
+ * model exists and is visible. 0, or -1 with a reply queued. */
+static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply)
+{
+    gpp_error e = {0};
+    if (spec->dataset_kind == GPP_DATASET_NAME) {
+        store_dataset ds;
+        int rc = store_dataset_get(r->d->store, spec->dataset_name, &ds, &e);
+        if (rc == 0) {
+            store_dataset_clear(&ds);
+        } else if (rc == GPP_ENOTFOUND) {
+            *reply = api__reply_error(r, 422, "invalid_argument", "dataset",
+                                      "data set '%s' is not registered (GET /api/v1/datasets"
+                                      " lists them; POST registers one)", spec->dataset_name);
+            return -1;
+        } else {
+            *reply = api__reply_gpp(r, &e);
+            return -1;
+        }
+    }
+    if (spec->model_kind == GPP_MODEL_CHECKPOINT) {
+        const char *ref = spec->model_checkpoint;
+        if (is_hex64(ref)) {
+            int ex = store_artifact_exists(r->d->store, ref, &e);
+            if (ex < 0) {
+                *reply = api__reply_gpp(r, &e);
+                return -1;
+            }
+            if (ex == 0) {
+                *reply = api__reply_error(r, 422, "invalid_argument", "model.checkpoint",
+                                          "no checkpoint with sha256 %s", ref);
+                return -1;
+            }
+        } else {
+            store_job j;
+            int rc = store_job_get(r->d->store, ref, &j, &e);
+            bool ok = rc == 0 && api__can_see(r, j.owner);
+            bool done = ok && j.stages_done > 0;
+            if (rc == 0)
+                store_job_clear(&j);
+            if (rc != 0 && rc != GPP_ENOTFOUND) {
+                *reply = api__reply_gpp(r, &e);
+                return -1;
+            }
+            if (!ok || !done) {
+                *reply = api__reply_error(r, 422, "invalid_argument", "model.checkpoint",
+                                          ok ? "job %s has no finished stage to start from"
+                                             : "no job '%s'", ref);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The stage chain: train (unless the model is a trained checkpoint), the
+ * grow steps, then iterations x (push, prune).  Returns the count. */
+static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
+{
+    int n = 0;
+    if (spec->model_kind != GPP_MODEL_CHECKPOINT && n < cap)
+        out[n++] = (store_stage_new){"train", 0};
+    if (spec->grow.enabled)
+        for (int i = 1; i <= spec->grow.max_modules && n < cap; i++)
+            out[n++] = (store_stage_new){"grow", i};
+    for (int i = 1; i <= spec->iterations && n + 1 < cap; i++) {
+        out[n++] = (store_stage_new){"push", i};
+        out[n++] = (store_stage_new){"prune", i};
+    }
+    return n;
+}
+
+enum MHD_Result api__jobs_submit(api_req *r)
+{
+    enum MHD_Result reply;
+    const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    if (key) {
+        size_t kl = strlen(key);
+        bool ok = kl > 0 && kl <= IDEM_KEY_MAX;
+        for (size_t i = 0; ok && i < kl; i++)
+            ok = key[i] > 0x20 && key[i] < 0x7f;
+        if (!ok)
+            return api__reply_error(r, 400, "malformed", "Idempotency-Key",
+                                    "Idempotency-Key must be 1..%d visible ASCII characters",
+                                    IDEM_KEY_MAX);
+    }
+    gpp_jobspec *spec = NULL;
+    gpp_error e = {0};
+    int rc = gpp_jobspec_parse(r->body ? r->body : "", r->body_len, &spec, &e);
+    if (rc != 0) {
+        unsigned status = rc == GPP_EINVAL ? 422 : rc == GPP_ETOOBIG ? 413
+                        : rc == GPP_EFORMAT ? 400 : 500;
+        const char *code = status == 422 ? (e.code[0] ? e.code : "invalid_argument")
+                         : status == 413 ? "too_large" : status == 400 ? "malformed" : "internal";
+        return api__reply_error(r, status, code, e.field, "%s",
+                                e.message[0] ? e.message : "invalid job spec");
+    }
+    if (check_references(r, spec, &reply) != 0) {
+        gpp_jobspec_free(spec);
+        return reply;
+    }
+    char *canon = gpp_jobspec_to_json(spec);
+    store_stage_new chain[1 + 16 + 2 * 100 + 8];
+    int n_stages = build_chain(spec, chain, (int)(sizeof chain / sizeof chain[0]));
+    if (n_stages != gpp_jobspec_stage_count(spec))
+        log_warn("stage chain disagrees with gpp_jobspec_stage_count", "chain=%d count=%d",
+                 n_stages, gpp_jobspec_stage_count(spec));
+    char model[GPP_JOBSPEC_REF_MAX + 16];
+    if (spec->model_kind == GPP_MODEL_ZOO)
+        snprintf(model, sizeof model, "%s", spec->model_zoo);
+    else if (spec->model_kind == GPP_MODEL_INLINE)
+        snprintf(model, sizeof model, "inline");
+    else
+        snprintf(model, sizeof model, "checkpoint:%s", spec->model_checkpoint);
+    uint8_t digest[GPP_SHA256_LEN];
+    if (canon)
+        gpp_sha256(canon, strlen(canon), digest);
+    store_job_new in = {
+        .name = spec->name,
+        .owner = r->who.name,
+        .dataset = spec->dataset_kind == GPP_DATASET_NAME ? spec->dataset_name
+                                                          : spec->dataset_path,
+        .model = model,
+        .device = device_name(spec->device),
+        .spec = canon,
+        .priority = spec->priority,
+        .stages = chain,
+        .n_stages = n_stages,
+        .first_reason = spec->device == GPP_DEVICE_GPU ? "waiting_for_gpu" : "waiting_for_worker",
+        .token_id = r->who.token_id,
+        .idem_key = key,
+        .spec_sha256 = digest,
+    };
+    store_job j;
+    bool existed = false;
+    if (!canon) {
+        gpp_jobspec_free(spec);
+        return api__reply_error(r, 500, "internal", "", "out of memory");
+    }
+    rc = store_job_create(r->d->store, &in, &j, &existed, &e);
+    gpp_jobspec_free(spec);
+    free(canon);
+    if (rc != 0)
+        return api__reply_gpp(r, &e);
+    if (!existed) {
+        char q[200];
+        log_info("job submitted", "job=%s owner=%s stages=%d name=%s", j.id, r->who.name,
+                 n_stages, log_quote(j.name, q, sizeof q));
+    }
+    char loc[64];
+    snprintf(loc, sizeof loc, "/api/v1/jobs/%s", j.id);
+    const char *h[] = {"Location", loc, NULL};
+    return reply_job(r, existed ? 200 : 201, &j, h);
+}
+
+/* ---- GET /api/v1/jobs/{id}, cancel, retry -------------------------------------- */
+
+enum MHD_Result api__job_get(api_req *r)
+{
+    enum MHD_Result reply;
+    store_job j;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    return reply_job(r, 200, &j, NULL);
+}
+
+enum MHD_Result api__job_cancel(api_req *r)
+{
+    enum MHD_Result reply;
+    store_job j, after;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    gpp_error e = {0};
+    int running = 0;
+    int rc = store_job_cancel(r->d->store, j.seq, r->who.name, &after, &running, &e);
+    store_job_clear(&j);
+    if (rc != 0)
+        return api__reply_gpp(r, &e);
+    log_info("job cancelled", "job=%s by=%s running_stages=%d", after.id, r->who.name, running);
+    /* later: the scheduler tells the workers of running stages to stop */
+    return reply_job(r, 202, &after, NULL);
+}
+
+enum MHD_Result api__job_retry(api_req *r)
+{
+    enum MHD_Result reply;
+    store_job j, after;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    gpp_error e = {0};
+    int rc = store_job_retry(r->d->store, j.seq, r->who.name, &after, &e);
+    store_job_clear(&j);
+    if (rc != 0)
+        return api__reply_gpp(r, &e);
+    log_info("job retried", "job=%s by=%s", after.id, r->who.name);
+    return reply_job(r, 202, &after, NULL);
+}
+
+/* ---- GET /api/v1/jobs/{id}/metrics --------------------------------------------- */
+
+static bool wants_csv(api_req *r)
+{
+    const char *f = api__query(r, "format");
+    if (f)
+        return strcasecmp(f, "csv") == 0;
+    const char *acc = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_ACCEPT);
+    return acc && strstr(acc, "text/csv") != NULL && !strstr(acc, "application/json");
+}
+
+static void csv_num(gpp__buf *b, double v)
+{
+    if (isnan(v))
+        return;                          /* an empty cell */
+    gpp__buf_json_num(b, v);
+}
+
+enum MHD_Result api__job_metrics(api_req *r)
+{
+    enum MHD_Result reply;
+    const char *fmt = api__query(r, "format");
+    if (fmt && strcasecmp(fmt, "csv") != 0 && strcasecmp(fmt, "json") != 0)
+        return api__reply_error(r, 400, "malformed", "format", "format must be json or csv");
+    bool csv = wants_csv(r);
+    int64_t stage, since, limit, max_points, every;
+    if (api__query_int(r, "stage", 0, 100000, -1, &stage, &reply) != 0 ||
+        api__query_int(r, "since", INT64_MIN + 1, INT64_MAX, INT64_MIN, &since, &reply) != 0 ||
+        api__query_int(r, "limit", 1, METRICS_LIMIT_MAX, METRICS_LIMIT_DEFAULT, &limit,
+                       &reply) != 0 ||
+        api__query_int(r, "max_points", 0, METRICS_LIMIT_MAX,
+                       csv ? 0 : METRICS_MAX_POINTS_DEFAULT, &max_points, &reply) != 0 ||
+        api__query_int(r, "every", 1, METRICS_LIMIT_MAX, 1, &every, &reply) != 0)
+        return reply;
+    /* name=a,b,c (or repeated commas); each a metric name */
+    const char *names_q = api__query(r, "name");
+    char namebuf[STORE_METRIC_NAMES_MAX * (STORE_NAME_MAX + 1)];
+    const char *names[STORE_METRIC_NAMES_MAX];
+    size_t n_names = 0;
+    if (names_q) {
+        if (strlen(names_q) >= sizeof namebuf)
+            return api__reply_error(r, 400, "malformed", "name", "too many names");
+        snprintf(namebuf, sizeof namebuf, "%s", names_q);
+        char *save = NULL;
+        for (char *t = strtok_r(namebuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            if (n_names == STORE_METRIC_NAMES_MAX || strlen(t) > STORE_NAME_MAX)
+                return api__reply_error(r, 400, "malformed", "name",
+                                        "at most %d names of up to %d characters",
+                                        STORE_METRIC_NAMES_MAX, STORE_NAME_MAX);
+            names[n_names++] = t;
+        }
+        if (n_names == 0)
+            return api__reply_error(r, 400, "malformed", "name", "name is empty");
+    }
+    store_job j;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    store_metrics_query q = {
+        .job_seq = j.seq,
+        .stage_idx = (int)stage,
+        .names = n_names ? names : NULL,
+        .n_names = n_names,
+        .has_since = since != INT64_MIN,
+        .since = since,
+        .limit = (size_t)limit,
+        .max_points = (size_t)max_points,
+        .every = (size_t)every,
+    };
+    char job_id[16];
+    snprintf(job_id, sizeof job_id, "%s", j.id);
+    store_job_clear(&j);
+    store_metrics_result res;
+    gpp_error e = {0};
+    if (store_metrics_query_run(r->d->store, &q, &res, &e) != 0)
+        return api__reply_gpp(r, &e);
+    gpp__buf b = {0};
+    if (csv) {
+        gpp__buf_puts(&b, "name,stage,attempt,iteration,value,time\n");
+        for (size_t s = 0; s < res.n_series; s++) {
+            const store_series *sr = &res.series[s];
+            for (size_t i = 0; i < sr->n; i++) {
+                gpp__buf_printf(&b, "%s,%d,%d,%lld,", sr->name, sr->stage[i], sr->attempt[i],
+                                (long long)sr->iteration[i]);
+                csv_num(&b, sr->value[i]);
+                gpp__buf_printf(&b, ",%lld\n", (long long)sr->time[i]);
+            }
+        }
+    } else {
+        gpp__buf_puts(&b, "{\"job\":");
+        gpp__buf_json_str(&b, job_id);
+        gpp__buf_puts(&b, ",\"names\":[");
+        for (size_t i = 0; i < res.n_names; i++) {
+            if (i)
+                gpp__buf_puts(&b, ",");
+            gpp__buf_json_str(&b, res.names[i]);
+        }
+        gpp__buf_puts(&b, "],\"series\":{");
+        for (size_t s = 0; s < res.n_series; s++) {
+            const store_series *sr = &res.series[s];
+            if (s)
+                gpp__buf_puts(&b, ",");
+            gpp__buf_json_str(&b, sr->name);
+            gpp__buf_puts(&b, ":{\"stage\":[");
+            for (size_t i = 0; i < sr->n; i++)
+                gpp__buf_printf(&b, i ? ",%d" : "%d", sr->stage[i]);
+            gpp__buf_puts(&b, "],\"attempt\":[");
+            for (size_t i = 0; i < sr->n; i++)
+                gpp__buf_printf(&b, i ? ",%d" : "%d", sr->attempt[i]);
+            gpp__buf_puts(&b, "],\"iteration\":[");
+            for (size_t i = 0; i < sr->n; i++)
+                gpp__buf_printf(&b, i ? ",%lld" : "%lld", (long long)sr->iteration[i]);
+            gpp__buf_puts(&b, "],\"value\":[");
+            for (size_t i = 0; i < sr->n; i++) {
+                if (i)
+                    gpp__buf_puts(&b, ",");
+                gpp__buf_json_num(&b, sr->value[i]);
+            }
+            gpp__buf_puts(&b, "],\"time\":[");
+            for (size_t i = 0; i < sr->n; i++)
+                gpp__buf_printf(&b, i ? ",%lld" : "%lld", (long long)sr->time[i]);
+            gpp__buf_printf(&b, "],\"points\":%zu,\"scanned\":%zu,\"truncated\":%s}", sr->n,
+                            sr->scanned, sr->truncated ? "true" : "false");
+        }
+        gpp__buf_printf(&b, "},\"max_points\":%lld}", (long long)max_points);
+    }
+    store_metrics_result_clear(&res);
+    size_t len = 0;
+    char *text = gpp__buf_take(&b, &len);
+    if (!text)
+        return api__reply_error(r, 500, "internal", "", "out of memory");
+    return api__reply(r, 200, csv ? "text/csv; charset=utf-8" : "application/json", text, len,
+                      NULL);
+}
+
+/* ---- GET /api/v1/jobs/{id}/logs ------------------------------------------------ */
+
+enum MHD_Result api__job_logs(api_req *r)
+{
+    enum MHD_Result reply;
+    int64_t limit;
+    if (api__query_int(r, "limit", 1, LOGS_LIMIT_MAX, LOGS_LIMIT_DEFAULT, &limit, &reply) != 0)
+        return reply;
+    int64_t after = 0;
+    const char *cursor = api__query(r, "cursor");
+    if (cursor) {
+        char v[32];
+        if (api__cursor_parse('l', cursor, v, sizeof v) != 0 ||
+            gpp__parse_i64(v, 0, INT64_MAX, &after) != 0)
+            return api__reply_error(r, 400, "malformed", "cursor",
+                                    "cursor is not one this server gave out");
+    }
+    store_job j;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    store_log *logs = NULL;
+    size_t n = 0;
+    bool more = false;
+    gpp_error e = {0};
+    int rc = store_logs_list(r->d->store, j.seq, after, (int)limit, &logs, &n, &more, &e);
+    store_job_clear(&j);
+    if (rc != 0)
+        return api__reply_gpp(r, &e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "logs");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddNumberToObject(l, "id", (double)logs[i].id);
+        cJSON_AddItemToObject(l, "time", api__time(logs[i].time));
+        cJSON_AddStringToObject(l, "level", logs[i].level);
+        cJSON_AddStringToObject(l, "source", logs[i].source ? logs[i].source : "");
+        cJSON_AddItemToObject(l, "stage", logs[i].stage_idx >= 0
+                                              ? cJSON_CreateNumber(logs[i].stage_idx)
+                                              : cJSON_CreateNull());
+        cJSON_AddStringToObject(l, "message", logs[i].message ? logs[i].message : "");
+        cJSON_AddItemToArray(arr, l);
+    }
+    /* the cursor is always given, so a client can poll for new lines */
+    char v[32], c[64];
+    snprintf(v, sizeof v, "%lld", (long long)(n ? logs[n - 1].id : after));
+    api__cursor_make('l', v, c, sizeof c);
+    cJSON_AddStringToObject(o, "next_cursor", c);
+    cJSON_AddBoolToObject(o, "more", more);
+    store_log_free(logs, n);
+    return api__reply_json(r, 200, o, NULL);
+}
+
+/* ---- GET /api/v1/jobs/{id}/architecture ---------------------------------------- */
+
+static cJSON *arch_entry(const store_stage *g, const cJSON *sum)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "stage", g->idx);
+    cJSON_AddStringToObject(o, "kind", g->kind);
+    cJSON_AddNumberToObject(o, "round", g->round);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(sum, "params");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(sum, "flops");
+    cJSON_AddItemToObject(o, "params", cJSON_IsNumber(p) ? cJSON_CreateNumber(p->valuedouble)
+                                                         : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "flops", cJSON_IsNumber(f) ? cJSON_CreateNumber(f->valuedouble)
+                                                        : cJSON_CreateNull());
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(sum, "layers");
+    cJSON_AddItemToObject(o, "layers", cJSON_IsArray(layers) ? cJSON_Duplicate(layers, true)
+                                                             : cJSON_CreateArray());
+    return o;
+}
+
+enum MHD_Result api__job_architecture(api_req *r)
+{
+    enum MHD_Result reply;
+    store_job j;
+    if (load_visible_job(r, &j, &reply) != 0)
+        return reply;
+    store_stage *st = NULL;
+    size_t n = 0;
+    gpp_error e = {0};
+    int rc = store_stage_list(r->d->store, j.seq, &st, &n, &e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job", j.id);
+    store_job_clear(&j);
+    if (rc != 0) {
+        cJSON_Delete(o);
+        return api__reply_gpp(r, &e);
+    }
+    cJSON *baseline = NULL;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        if (!st[i].summary)
+            continue;
+        cJSON *sum = cJSON_Parse(st[i].summary);
+        if (cJSON_IsObject(sum)) {
+            const cJSON *base = cJSON_GetObjectItemCaseSensitive(sum, "baseline");
+            if (!baseline && cJSON_IsObject(base))
+                baseline = arch_entry(&st[i], base);
+            cJSON_AddItemToArray(arr, arch_entry(&st[i], sum));
+        }
+        cJSON_Delete(sum);
+    }
+    /* without an explicit baseline, the first stage's output is it */
+    if (!baseline && cJSON_GetArraySize(arr) > 0)
+        baseline = cJSON_Duplicate(cJSON_GetArrayItem(arr, 0), true);
+    cJSON_AddItemToObject(o, "baseline", baseline ? baseline : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "stages", arr);
+    store_stage_free(st, n);
+    return api__reply_json(r, 200, o, NULL);
+}

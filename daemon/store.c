@@ -1,0 +1,2240 @@
+/* daemon/store.c - see store.h.  All of gppd's SQL outside migrations/. */
+#include "store.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gppd_migrations.h"
+#include "util.h"
+
+const char *const store_job_states[STORE_JOB_NSTATES] = {
+    "queued", "running", "succeeded", "failed", "cancelled",
+};
+
+#define JOB_COLS_SPEC(spec) \
+    "seq, id, state, name, owner, dataset, model, device, " spec ", reason, priority, " \
+    "stages_total, stages_done, created_at, started_at, finished_at, updated_at"
+#define JOB_COLS JOB_COLS_SPEC("spec")
+#define STAGE_COLS \
+    "id, job_seq, idx, kind, round, state, attempt, reason, worker_id, input_sha256, " \
+    "output_sha256, summary, progress, not_before, created_at, started_at, finished_at, updated_at"
+#define TOKEN_COLS "id, public_id, name, role, prefix, created_at, revoked_at, hash"
+#define STAGE_FINAL "('succeeded', 'failed', 'cancelled', 'skipped')"
+
+/* Every statement the store runs, prepared once on first use. */
+enum stmt_id {
+    S_BEGIN, S_COMMIT, S_ROLLBACK,
+    S_TOKEN_INSERT, S_TOKEN_BY_HASH, S_TOKEN_BY_PUBLIC, S_TOKEN_LIST, S_TOKEN_REVOKE,
+    S_TOKEN_COUNT,
+    S_JOB_INSERT, S_JOB_BY_ID, S_JOB_BY_SEQ, S_JOB_COUNTS, S_JOB_SET, S_JOB_EXISTS,
+    S_STAGE_INSERT, S_STAGE_LIST, S_STAGE_GET, S_STAGE_SET, S_STAGE_REASON,
+    S_STAGES_OPEN, S_STAGES_CANCEL, S_STAGES_REQUEUE, S_STAGE_FIRST_OPEN,
+    S_EVENT_INSERT, S_EVENTS_JOB, S_EVENTS_ALL, S_EVENT_LAST,
+    S_LOG_INSERT, S_LOGS_LIST,
+    S_IDEM_GET, S_IDEM_INSERT,
+    S_NAME_GET, S_NAME_INSERT, S_JMN_INSERT, S_METRIC_INSERT, S_JOB_NAMES,
+    S_SERIES_ALL, S_SERIES_STAGE,
+    S_DATASET_INSERT, S_DATASET_GET, S_DATASET_LIST,
+    S_WORKER_LIST, S_WORKER_COUNT,
+    S_ARTIFACT_INSERT, S_ARTIFACT_EXISTS,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_TOKEN_INSERT] =
+        "INSERT INTO tokens (public_id, name, role, hash, prefix, created_at, created_by)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_TOKEN_BY_HASH] = "SELECT " TOKEN_COLS " FROM tokens WHERE hash = ?1",
+    [S_TOKEN_BY_PUBLIC] = "SELECT " TOKEN_COLS " FROM tokens WHERE public_id = ?1",
+    [S_TOKEN_LIST] = "SELECT " TOKEN_COLS " FROM tokens WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [S_TOKEN_REVOKE] =
+        "UPDATE tokens SET revoked_at = ?2 WHERE public_id = ?1 AND revoked_at IS NULL",
+    [S_TOKEN_COUNT] =
+        "SELECT count(*) FROM tokens WHERE (?1 IS NULL OR role = ?1) AND (?2 IS NULL OR name = ?2)"
+        " AND (?3 = 0 OR revoked_at IS NULL)",
+    [S_JOB_INSERT] =
+        "INSERT INTO jobs (id, name, owner, dataset, model, device, priority, state, spec,"
+        " stages_total, stages_done, created_at, finished_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?11)",
+    [S_JOB_BY_ID] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+    [S_JOB_BY_SEQ] = "SELECT " JOB_COLS " FROM jobs WHERE seq = ?1",
+    [S_JOB_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+    [S_JOB_SET] =
+        "UPDATE jobs SET state = ?1, reason = ?2, started_at = COALESCE(started_at, ?3),"
+        " finished_at = ?4, stages_done = ?5, updated_at = ?6 WHERE seq = ?7",
+    [S_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE seq = ?1",
+    [S_STAGE_INSERT] =
+        "INSERT INTO stages (job_seq, idx, kind, round, state, reason, created_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?6)",
+    [S_STAGE_LIST] = "SELECT " STAGE_COLS " FROM stages WHERE job_seq = ?1 ORDER BY idx",
+    [S_STAGE_GET] = "SELECT " STAGE_COLS " FROM stages WHERE job_seq = ?1 AND idx = ?2",
+    [S_STAGE_SET] =
+        "UPDATE stages SET state = ?3, attempt = ?4, reason = ?5,"
+        " worker_id = CASE WHEN ?3 = 'assigned' THEN ?6 ELSE COALESCE(?6, worker_id) END,"
+        " summary = COALESCE(?7, summary), output_sha256 = COALESCE(?8, output_sha256),"
+        " progress = CASE WHEN ?3 = 'succeeded' THEN 1.0 WHEN ?9 >= 0 THEN ?9 ELSE progress END,"
+        " not_before = ?10,"
+        " started_at = CASE WHEN ?3 IN ('assigned', 'running') THEN COALESCE(started_at, ?11)"
+        "              ELSE started_at END,"
+        " finished_at = CASE WHEN ?3 IN " STAGE_FINAL " THEN ?11 ELSE NULL END,"
+        " updated_at = ?11"
+        " WHERE job_seq = ?1 AND idx = ?2",
+    [S_STAGE_REASON] =
+        "UPDATE stages SET reason = ?3, updated_at = ?4"
+        " WHERE job_seq = ?1 AND idx = ?2 AND state = 'queued'",
+    [S_STAGES_OPEN] =
+        "SELECT idx, kind, attempt, state FROM stages WHERE job_seq = ?1"
+        " AND state NOT IN ('succeeded', 'skipped', ?2, ?3) ORDER BY idx",
+    [S_STAGES_CANCEL] =
+        "UPDATE stages SET state = 'cancelled', reason = ?2, finished_at = ?3, updated_at = ?3"
+        " WHERE job_seq = ?1 AND state NOT IN " STAGE_FINAL,
+    [S_STAGES_REQUEUE] =
+        "UPDATE stages SET state = 'queued',"
+        " reason = CASE WHEN idx = ?2 THEN 'waiting_for_worker' ELSE 'waiting_for_stage' END,"
+        " worker_id = NULL, progress = 0, not_before = NULL, started_at = NULL,"
+        " finished_at = NULL, updated_at = ?3"
+        " WHERE job_seq = ?1 AND state NOT IN ('succeeded', 'skipped')",
+    [S_STAGE_FIRST_OPEN] =
+        "SELECT min(idx) FROM stages WHERE job_seq = ?1 AND state NOT IN ('succeeded', 'skipped')",
+    [S_EVENT_INSERT] = "INSERT INTO events (job_seq, time, type, data) VALUES (?1, ?2, ?3, ?4)",
+    [S_EVENTS_JOB] =
+        "SELECT id, job_seq, time, type, data FROM events WHERE job_seq = ?1 AND id > ?2"
+        " ORDER BY id LIMIT ?3",
+    [S_EVENTS_ALL] =
+        "SELECT id, job_seq, time, type, data FROM events WHERE id > ?2 ORDER BY id LIMIT ?3",
+    [S_EVENT_LAST] = "SELECT max(id) FROM events",
+    [S_LOG_INSERT] =
+        "INSERT INTO logs (job_seq, stage_idx, time, level, source, message)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_LOGS_LIST] =
+        "SELECT id, stage_idx, time, level, source, message FROM logs"
+        " WHERE job_seq = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [S_IDEM_GET] = "SELECT body_sha256, job_seq FROM idempotency_keys WHERE token_id = ?1 AND key = ?2",
+    [S_IDEM_INSERT] =
+        "INSERT INTO idempotency_keys (token_id, key, body_sha256, job_seq, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_NAME_GET] = "SELECT id FROM metric_names WHERE name = ?1",
+    [S_NAME_INSERT] = "INSERT INTO metric_names (name) VALUES (?1)",
+    [S_JMN_INSERT] = "INSERT OR IGNORE INTO job_metric_names (job_seq, name_id) VALUES (?1, ?2)",
+    [S_METRIC_INSERT] =
+        "INSERT OR IGNORE INTO metrics (job_seq, name_id, stage_idx, iteration, attempt, value, time)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_JOB_NAMES] =
+        "SELECT n.name, n.id FROM job_metric_names j JOIN metric_names n ON n.id = j.name_id"
+        " WHERE j.job_seq = ?1 ORDER BY n.name",
+    [S_SERIES_ALL] =
+        "SELECT stage_idx, iteration, attempt, value, time FROM metrics"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND iteration > ?4"
+        " ORDER BY stage_idx, iteration, attempt",
+    [S_SERIES_STAGE] =
+        "SELECT stage_idx, iteration, attempt, value, time FROM metrics"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND stage_idx = ?3 AND iteration > ?4"
+        " ORDER BY stage_idx, iteration, attempt",
+    [S_DATASET_INSERT] =
+        "INSERT INTO datasets (name, format, path, info, created_at, created_by)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_DATASET_GET] =
+        "SELECT name, format, path, info, sha256, created_at, created_by FROM datasets"
+        " WHERE name = ?1",
+    [S_DATASET_LIST] =
+        "SELECT name, format, path, info, sha256, created_at, created_by FROM datasets"
+        " WHERE name > ?1 ORDER BY name LIMIT ?2",
+    [S_WORKER_LIST] =
+        "SELECT id, name, host, devices, labels, state, threads, stage_id, connected_at,"
+        " last_seen FROM workers WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [S_WORKER_COUNT] = "SELECT count(*) FROM workers WHERE state NOT IN ('lost', 'gone')",
+    [S_ARTIFACT_INSERT] =
+        "INSERT OR IGNORE INTO artifacts (sha256, size, kind, job_seq, stage_idx, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_ARTIFACT_EXISTS] = "SELECT 1 FROM artifacts WHERE sha256 = ?1",
+};
+
+/* The job-list statements, one per combination of filters (bit 0 state,
+ * 1 owner, 2 dataset, 3 model). */
+#define JOB_LIST_VARIANTS 16
+
+struct store {
+    sqlite3 *db;
+    pthread_mutex_t mu;                        /* one user of db at a time */
+    sqlite3_stmt *stmts[S_COUNT];
+    sqlite3_stmt *job_list[JOB_LIST_VARIANTS];
+    int schema_version;
+};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int db_fail(store *s, int rc, const char *what, gpp_error *err)
+{
+    int prim = rc & 0xff;
+    const char *msg = s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    switch (prim) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+                             "the database is busy (%s); try again", what);
+    case SQLITE_FULL:
+        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+                             "the disk is full (%s); nothing was written", what);
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOMEM:
+        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+                             "the database is unavailable (%s): %s", what, msg);
+    case SQLITE_CONSTRAINT:
+        return gpp_error_set(err, GPP_EINVAL, "conflict", "", "%s: %s", what, msg);
+    default:
+        return gpp_error_set(err, GPP_EIO, "internal", "", "database error (%s): %s", what, msg);
+    }
+}
+
+/* The cached statement `id`, reset and unbound; NULL with *err on failure. */
+static sqlite3_stmt *st(store *s, int id, gpp_error *err)
+{
+    sqlite3_stmt *q = s->stmts[id];
+    if (!q) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q, NULL);
+        if (rc != SQLITE_OK) {
+            db_fail(s, rc, "prepare", err);
+            return NULL;
+        }
+        s->stmts[id] = q;
+    }
+    return q;
+}
+
+/* Reset a statement after use so it holds no locks or bindings. */
+static void done(sqlite3_stmt *q)
+{
+    if (q) {
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+    }
+}
+
+/* Run a statement that returns no rows. */
+static int exec_stmt(store *s, sqlite3_stmt *q, const char *what, gpp_error *err)
+{
+    int rc = sqlite3_step(q);
+    done(q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return db_fail(s, rc, what, err);
+    return 0;
+}
+
+static int tx_begin(store *s, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_BEGIN, err);
+    return q ? exec_stmt(s, q, "begin", err) : GPP_EIO;
+}
+
+static int tx_commit(store *s, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_COMMIT, err);
+    return q ? exec_stmt(s, q, "commit", err) : GPP_EIO;
+}
+
+static void tx_rollback(store *s)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return;
+    sqlite3_stmt *q = st(s, S_ROLLBACK, NULL);
+    if (q) {
+        sqlite3_step(q);
+        done(q);
+    }
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void bind_text(sqlite3_stmt *q, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(q, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(q, i);
+}
+
+static void bind_time(sqlite3_stmt *q, int i, int64_t v)
+{
+    if (v)
+        sqlite3_bind_int64(q, i, v);
+    else
+        sqlite3_bind_null(q, i);
+}
+
+static char *col_dup(sqlite3_stmt *q, int i)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static void col_copy(sqlite3_stmt *q, int i, char *dst, size_t n)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+static int64_t col_time(sqlite3_stmt *q, int i)
+{
+    return sqlite3_column_type(q, i) == SQLITE_NULL ? 0 : sqlite3_column_int64(q, i);
+}
+
+static bool valid_name(const char *s, bool metric)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > STORE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-' || (metric && c == '/');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Append an event row (inside the caller's transaction). */
+static int event_add(store *s, int64_t job_seq, const char *type, const char *data,
+                     gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_EVENT_INSERT, err);
+    if (!q)
+        return GPP_EIO;
+    if (job_seq)
+        sqlite3_bind_int64(q, 1, job_seq);
+    else
+        sqlite3_bind_null(q, 1);
+    sqlite3_bind_int64(q, 2, gpp__now_ms());
+    bind_text(q, 3, type);
+    bind_text(q, 4, data);
+    return exec_stmt(s, q, "event", err);
+}
+
+static int event_job(store *s, int64_t job_seq, const char *job_id, const char *state,
+                     const char *reason, gpp_error *err)
+{
+    gpp__buf b = {0};
+    gpp__buf_puts(&b, "{\"job\":");
+    gpp__buf_json_str(&b, job_id);
+    gpp__buf_puts(&b, ",\"state\":");
+    gpp__buf_json_str(&b, state);
+    gpp__buf_puts(&b, ",\"reason\":");
+    gpp__buf_json_str(&b, reason);
+    gpp__buf_puts(&b, "}");
+    char *data = gpp__buf_take(&b, NULL);
+    if (!data)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    int rc = event_add(s, job_seq, "job", data, err);
+    free(data);
+    return rc;
+}
+
+static int event_stage(store *s, int64_t job_seq, const char *job_id, int idx,
+                       const char *kind, const char *state, int attempt, const char *reason,
+                       const char *worker, gpp_error *err)
+{
+    gpp__buf b = {0};
+    gpp__buf_puts(&b, "{\"job\":");
+    gpp__buf_json_str(&b, job_id);
+    gpp__buf_printf(&b, ",\"stage\":%d,\"kind\":", idx);
+    gpp__buf_json_str(&b, kind);
+    gpp__buf_puts(&b, ",\"state\":");
+    gpp__buf_json_str(&b, state);
+    gpp__buf_printf(&b, ",\"attempt\":%d,\"reason\":", attempt);
+    gpp__buf_json_str(&b, reason);
+    gpp__buf_puts(&b, ",\"worker\":");
+    gpp__buf_json_str(&b, worker);
+    gpp__buf_puts(&b, "}");
+    char *data = gpp__buf_take(&b, NULL);
+    if (!data)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    int rc = event_add(s, job_seq, "stage", data, err);
+    free(data);
+    return rc;
+}
+
+static int log_add(store *s, int64_t job_seq, int stage_idx, const char *level,
+                   const char *source, const char *message, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_LOG_INSERT, err);
+    if (!q)
+        return GPP_EIO;
+    sqlite3_bind_int64(q, 1, job_seq);
+    if (stage_idx >= 0)
+        sqlite3_bind_int(q, 2, stage_idx);
+    else
+        sqlite3_bind_null(q, 2);
+    sqlite3_bind_int64(q, 3, gpp__now_ms());
+    bind_text(q, 4, level);
+    bind_text(q, 5, source);
+    bind_text(q, 6, message);
+    return exec_stmt(s, q, "log", err);
+}
+
+/* ---- open / migrations ---------------------------------------------------- */
+
+static int apply_migrations(store *s, gpp_error *err)
+{
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        return rc;
+    char *emsg = NULL;
+    if (sqlite3_exec(s->db,
+                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                     " applied_at INTEGER NOT NULL)",
+                     NULL, NULL, &emsg) != SQLITE_OK) {
+        rc = gpp_error_set(err, GPP_EIO, "internal", "", "cannot create schema_migrations: %s",
+                           emsg ? emsg : "?");
+        sqlite3_free(emsg);
+        goto fail;
+    }
+    int known = (int)gppd_migrations_count, have = 0;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT version, name FROM schema_migrations ORDER BY version",
+                           -1, &q, NULL) != SQLITE_OK) {
+        rc = db_fail(s, sqlite3_errcode(s->db), "schema_migrations", err);
+        goto fail;
+    }
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int v = sqlite3_column_int(q, 0);
+        const char *name = (const char *)sqlite3_column_text(q, 1);
+        if (v > have)
+            have = v;
+        if (v > known)
+            continue;
+        if (v < 1 || !name || strcmp(name, gppd_migrations[v - 1].name) != 0) {
+            rc = gpp_error_set(err, GPP_EVERSION, "bad_schema", "",
+                               "gppd.db records migration %d as '%s' but this gppd has '%s';"
+                               " it was not written by this gppd", v, name ? name : "",
+                               v >= 1 ? gppd_migrations[v - 1].name : "?");
+            sqlite3_finalize(q);
+            goto fail;
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        rc = db_fail(s, rc, "schema_migrations", err);
+        goto fail;
+    }
+    if (have > known) {
+        rc = gpp_error_set(err, GPP_EVERSION, "newer_schema", "",
+                           "gppd.db was written by a newer gppd (migration %d > %d); upgrade gppd",
+                           have, known);
+        goto fail;
+    }
+    for (int v = have + 1; v <= known; v++) {
+        const struct gppd_migration *m = &gppd_migrations[v - 1];
+        if (sqlite3_exec(s->db, m->sql, NULL, NULL, &emsg) != SQLITE_OK) {
+            rc = gpp_error_set(err, GPP_EIO, "bad_schema", "", "migration %04d_%s failed: %s",
+                               m->version, m->name, emsg ? emsg : "?");
+            sqlite3_free(emsg);
+            goto fail;
+        }
+        sqlite3_stmt *ins = NULL;
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT INTO schema_migrations (version, name, applied_at)"
+                               " VALUES (?1, ?2, ?3)", -1, &ins, NULL) != SQLITE_OK) {
+            rc = db_fail(s, sqlite3_errcode(s->db), "schema_migrations", err);
+            goto fail;
+        }
+        sqlite3_bind_int(ins, 1, m->version);
+        sqlite3_bind_text(ins, 2, m->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 3, gpp__now_ms());
+        int src = sqlite3_step(ins);
+        sqlite3_finalize(ins);
+        if (src != SQLITE_DONE) {
+            rc = db_fail(s, src, "schema_migrations", err);
+            goto fail;
+        }
+    }
+    rc = tx_commit(s, err);
+    if (rc != 0)
+        goto fail;
+    s->schema_version = known;
+    return 0;
+fail:
+    tx_rollback(s);
+    return rc;
+}
+
+int store_open(store **out, const char *path, gpp_error *err)
+{
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_init(&s->mu, NULL);
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        rc = gpp_error_set(err, GPP_EIO, "unavailable", "", "cannot open %s: %s", path,
+                           s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL + synchronous=FULL: every commit is fsynced to the WAL before
+     * COMMIT returns, so what gppd acknowledged survives power loss too. */
+    static const char *const pragmas[] = {
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA synchronous = FULL",
+        "PRAGMA temp_store = MEMORY",
+        "PRAGMA cache_size = -32768",
+        "PRAGMA wal_autocheckpoint = 4000",
+    };
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &q, NULL) != SQLITE_OK ||
+        sqlite3_step(q) != SQLITE_ROW) {
+        rc = gpp_error_set(err, GPP_EIO, "unavailable", "", "%s: cannot set WAL mode: %s", path,
+                           sqlite3_errmsg(s->db));
+        sqlite3_finalize(q);
+        goto fail;
+    }
+    const char *mode = (const char *)sqlite3_column_text(q, 0);
+    bool wal = mode && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(q);
+    if (!wal) {
+        rc = gpp_error_set(err, GPP_EIO, "unavailable", "",
+                           "%s: the file system does not support WAL mode", path);
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof pragmas / sizeof pragmas[0]; i++) {
+        if (sqlite3_exec(s->db, pragmas[i], NULL, NULL, NULL) != SQLITE_OK) {
+            rc = gpp_error_set(err, GPP_EIO, "unavailable", "", "%s: %s failed: %s", path,
+                               pragmas[i], sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    }
+    rc = apply_migrations(s, err);
+    if (rc != 0)
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    store_close(s);
+    return rc;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(s->stmts[i]);
+    for (int i = 0; i < JOB_LIST_VARIANTS; i++)
+        sqlite3_finalize(s->job_list[i]);
+    if (s->db)
+        sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int store_schema_version(store *s)
+{
+    return s->schema_version;
+}
+
+/* ---- tokens -------------------------------------------------------------- */
+
+static void row_token(sqlite3_stmt *q, store_token *t)
+{
+    memset(t, 0, sizeof *t);
+    t->id = sqlite3_column_int64(q, 0);
+    col_copy(q, 1, t->public_id, sizeof t->public_id);
+    col_copy(q, 2, t->name, sizeof t->name);
+    col_copy(q, 3, t->role, sizeof t->role);
+    col_copy(q, 4, t->prefix, sizeof t->prefix);
+    t->created_at = col_time(q, 5);
+    t->revoked_at = col_time(q, 6);
+}
+
+/* Load a token by hash (no lock): 0, GPP_ENOTFOUND or an error. */
+static int token_by_hash(store *s, const uint8_t hash[32], store_token *out, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_TOKEN_BY_HASH, err);
+    if (!q)
+        return GPP_EIO;
+    sqlite3_bind_blob(q, 1, hash, 32, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        const void *h = sqlite3_column_blob(q, 7);
+        bool same = h && sqlite3_column_bytes(q, 7) == 32 && gpp__ct_equal(h, hash, 32);
+        if (same && out)
+            row_token(q, out);
+        done(q);
+        return same ? 0 : gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no such token");
+    }
+    done(q);
+    if (rc == SQLITE_DONE)
+        return gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no such token");
+    return db_fail(s, rc, "token", err);
+}
+
+static int token_by_public(store *s, const char *public_id, store_token *out, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_TOKEN_BY_PUBLIC, err);
+    if (!q)
+        return GPP_EIO;
+    bind_text(q, 1, public_id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW && out)
+        row_token(q, out);
+    done(q);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no token with id '%s'",
+                             public_id);
+    return db_fail(s, rc, "token", err);
+}
+
+int store_token_insert(store *s, const char *name, const char *role, const uint8_t hash[32],
+                       const char *prefix, int64_t created_by, store_token *out,
+                       gpp_error *err)
+{
+    if (!valid_name(name, false))
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "name",
+                             "a token name is 1..64 characters of [A-Za-z0-9_.-]");
+    if (strcmp(role, "admin") != 0 && strcmp(role, "user") != 0 && strcmp(role, "worker") != 0)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "role",
+                             "role must be admin, user or worker");
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    rc = token_by_hash(s, hash, NULL, NULL);
+    if (rc == 0) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "", "this token exists already");
+        goto out;
+    }
+    char pid[16];
+    for (int tries = 0;; tries++) {
+        rc = gpp__random_id("t", 10, pid, sizeof pid);
+        if (rc != 0) {
+            rc = gpp_error_set(err, rc, "internal", "", "no randomness");
+            goto out;
+        }
+        if (token_by_public(s, pid, NULL, NULL) == GPP_ENOTFOUND)
+            break;
+        if (tries > 8) {
+            rc = gpp_error_set(err, GPP_EIO, "internal", "", "cannot draw a token id");
+            goto out;
+        }
+    }
+    sqlite3_stmt *q = st(s, S_TOKEN_INSERT, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, pid);
+    bind_text(q, 2, name);
+    bind_text(q, 3, role);
+    sqlite3_bind_blob(q, 4, hash, 32, SQLITE_STATIC);
+    bind_text(q, 5, prefix);
+    sqlite3_bind_int64(q, 6, gpp__now_ms());
+    if (created_by)
+        sqlite3_bind_int64(q, 7, created_by);
+    else
+        sqlite3_bind_null(q, 7);
+    rc = exec_stmt(s, q, "token insert", err);
+    if (rc == 0)
+        rc = tx_commit(s, err);
+    if (rc == 0 && out)
+        rc = token_by_public(s, pid, out, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_token_by_hash(store *s, const uint8_t hash[32], store_token *out, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = token_by_hash(s, hash, out, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_token_list(store *s, int64_t after_id, int limit, store_token **out, size_t *n,
+                     bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    store_token *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_TOKEN_LIST, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, after_id);
+    sqlite3_bind_int(q, 2, limit + 1);
+    size_t k = 0;
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW)
+        row_token(q, &arr[k++]);
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "token list", err);
+        goto out;
+    }
+    if (k > (size_t)limit) {
+        *more = true;
+        k = (size_t)limit;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(arr);
+    return rc;
+}
+
+static int64_t token_count(store *s, const char *role, const char *name, bool active_only,
+                           gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_TOKEN_COUNT, err);
+    if (!q)
+        return GPP_EIO;
+    bind_text(q, 1, role);
+    bind_text(q, 2, name);
+    sqlite3_bind_int(q, 3, active_only);
+    int rc = sqlite3_step(q);
+    int64_t c = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    done(q);
+    if (rc != SQLITE_ROW)
+        return db_fail(s, rc, "token count", err);
+    return c;
+}
+
+int64_t store_token_count(store *s, const char *role, const char *name, bool active_only,
+                          gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t c = token_count(s, role, name, active_only, err);
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+int store_token_revoke(store *s, const char *public_id, store_token *out, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    store_token t;
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    rc = token_by_public(s, public_id, &t, err);
+    if (rc != 0)
+        goto out;
+    if (t.revoked_at == 0 && strcmp(t.role, "admin") == 0) {
+        int64_t admins = token_count(s, "admin", NULL, true, err);
+        if (admins < 0) {
+            rc = (int)admins;
+            goto out;
+        }
+        if (admins <= 1) {
+            rc = gpp_error_set(err, GPP_EINVAL, "conflict", "",
+                               "token %s is the last active admin token; issue another admin"
+                               " token before revoking it", public_id);
+            goto out;
+        }
+    }
+    sqlite3_stmt *q = st(s, S_TOKEN_REVOKE, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, public_id);
+    sqlite3_bind_int64(q, 2, gpp__now_ms());
+    rc = exec_stmt(s, q, "token revoke", err);
+    if (rc == 0)
+        rc = tx_commit(s, err);
+    if (rc == 0 && out)
+        rc = token_by_public(s, public_id, out, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+void store_job_clear(store_job *j)
+{
+    if (!j)
+        return;
+    free(j->name);
+    free(j->owner);
+    free(j->dataset);
+    free(j->model);
+    free(j->device);
+    free(j->spec);
+    free(j->reason);
+    memset(j, 0, sizeof *j);
+}
+
+void store_job_free(store_job *jobs, size_t n)
+{
+    if (!jobs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_job_clear(&jobs[i]);
+    free(jobs);
+}
+
+static void row_job(sqlite3_stmt *q, store_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->seq = sqlite3_column_int64(q, 0);
+    col_copy(q, 1, j->id, sizeof j->id);
+    col_copy(q, 2, j->state, sizeof j->state);
+    j->name = col_dup(q, 3);
+    j->owner = col_dup(q, 4);
+    j->dataset = col_dup(q, 5);
+    j->model = col_dup(q, 6);
+    j->device = col_dup(q, 7);
+    j->spec = col_dup(q, 8);
+    j->reason = col_dup(q, 9);
+    j->priority = sqlite3_column_int(q, 10);
+    j->stages_total = sqlite3_column_int(q, 11);
+    j->stages_done = sqlite3_column_int(q, 12);
+    j->created_at = col_time(q, 13);
+    j->started_at = col_time(q, 14);
+    j->finished_at = col_time(q, 15);
+    j->updated_at = col_time(q, 16);
+}
+
+static int job_load(store *s, int which, int64_t seq, const char *id, store_job *out,
+                    gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, which, err);
+    if (!q)
+        return GPP_EIO;
+    if (which == S_JOB_BY_SEQ)
+        sqlite3_bind_int64(q, 1, seq);
+    else
+        bind_text(q, 1, id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        row_job(q, out);
+    done(q);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no such job");
+    return db_fail(s, rc, "job", err);
+}
+
+static bool job_finished(const char *state)
+{
+    return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+           strcmp(state, "cancelled") == 0;
+}
+
+static int job_set(store *s, int64_t seq, const char *state, const char *reason,
+                   int64_t started, int64_t finished, int stages_done, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_JOB_SET, err);
+    if (!q)
+        return GPP_EIO;
+    bind_text(q, 1, state);
+    bind_text(q, 2, reason);
+    bind_time(q, 3, started);
+    bind_time(q, 4, finished);
+    sqlite3_bind_int(q, 5, stages_done);
+    sqlite3_bind_int64(q, 6, gpp__now_ms());
+    sqlite3_bind_int64(q, 7, seq);
+    return exec_stmt(s, q, "job update", err);
+}
+
+int store_job_create(store *s, const store_job_new *in, store_job *out, bool *existed,
+                     gpp_error *err)
+{
+    *existed = false;
+    memset(out, 0, sizeof *out);
+    if (in->idem_key && !in->spec_sha256)
+        return gpp_error_set(err, GPP_EINVAL, "internal", "", "idempotency key without hash");
+    pthread_mutex_lock(&s->mu);
+    int64_t now = gpp__now_ms(), seq = 0;
+    char id[16];
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    if (in->idem_key) {
+        sqlite3_stmt *q = st(s, S_IDEM_GET, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        sqlite3_bind_int64(q, 1, in->token_id);
+        bind_text(q, 2, in->idem_key);
+        int src = sqlite3_step(q);
+        if (src == SQLITE_ROW) {
+            const void *h = sqlite3_column_blob(q, 0);
+            bool same = h && sqlite3_column_bytes(q, 0) == 32 &&
+                        memcmp(h, in->spec_sha256, 32) == 0;
+            int64_t prev = sqlite3_column_int64(q, 1);
+            done(q);
+            if (!same) {
+                rc = gpp_error_set(err, GPP_EINVAL, "conflict", "Idempotency-Key",
+                                   "Idempotency-Key '%s' was used for a different job spec",
+                                   in->idem_key);
+                goto out;
+            }
+            rc = job_load(s, S_JOB_BY_SEQ, prev, NULL, out, err);
+            if (rc == 0)
+                rc = tx_commit(s, err);
+            if (rc == 0)
+                *existed = true;
+            goto out;
+        }
+        done(q);
+        if (src != SQLITE_DONE) {
+            rc = db_fail(s, src, "idempotency key", err);
+            goto out;
+        }
+    }
+    for (int tries = 0;; tries++) {
+        rc = gpp__random_id("j", 12, id, sizeof id);
+        if (rc != 0) {
+            rc = gpp_error_set(err, rc, "internal", "", "no randomness");
+            goto out;
+        }
+        sqlite3_stmt *q = st(s, S_JOB_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        bool none = in->n_stages == 0;
+        bind_text(q, 1, id);
+        bind_text(q, 2, in->name);
+        bind_text(q, 3, in->owner);
+        bind_text(q, 4, in->dataset);
+        bind_text(q, 5, in->model);
+        bind_text(q, 6, in->device);
+        sqlite3_bind_int(q, 7, in->priority);
+        bind_text(q, 8, none ? "succeeded" : "queued");
+        bind_text(q, 9, in->spec);
+        sqlite3_bind_int(q, 10, in->n_stages);
+        sqlite3_bind_int64(q, 11, now);
+        bind_time(q, 12, none ? now : 0);
+        int src = sqlite3_step(q);
+        done(q);
+        if (src == SQLITE_DONE)
+            break;
+        if ((src & 0xff) != SQLITE_CONSTRAINT || tries > 8) {
+            rc = db_fail(s, src, "job insert", err);
+            goto out;
+        }
+    }
+    seq = sqlite3_last_insert_rowid(s->db);
+    for (int i = 0; i < in->n_stages; i++) {
+        sqlite3_stmt *q = st(s, S_STAGE_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        sqlite3_bind_int64(q, 1, seq);
+        sqlite3_bind_int(q, 2, i);
+        bind_text(q, 3, in->stages[i].kind);
+        sqlite3_bind_int(q, 4, in->stages[i].round);
+        bind_text(q, 5, i == 0 ? (in->first_reason ? in->first_reason : "waiting_for_worker")
+                               : "waiting_for_stage");
+        sqlite3_bind_int64(q, 6, now);
+        rc = exec_stmt(s, q, "stage insert", err);
+        if (rc != 0)
+            goto out;
+    }
+    if (in->idem_key) {
+        sqlite3_stmt *q = st(s, S_IDEM_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        sqlite3_bind_int64(q, 1, in->token_id);
+        bind_text(q, 2, in->idem_key);
+        sqlite3_bind_blob(q, 3, in->spec_sha256, 32, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 4, seq);
+        sqlite3_bind_int64(q, 5, now);
+        rc = exec_stmt(s, q, "idempotency key", err);
+        if (rc != 0)
+            goto out;
+    }
+    rc = event_job(s, seq, id, in->n_stages ? "queued" : "succeeded", NULL, err);
+    if (rc != 0)
+        goto out;
+    char msg[256];
+    snprintf(msg, sizeof msg, "job submitted by %s: %d stages", in->owner, in->n_stages);
+    rc = log_add(s, seq, -1, "info", "daemon", msg, err);
+    if (rc != 0)
+        goto out;
+    rc = tx_commit(s, err);
+    if (rc == 0)
+        rc = job_load(s, S_JOB_BY_SEQ, seq, NULL, out, err);
+out:
+    if (rc != 0) {
+        tx_rollback(s);
+        store_job_clear(out);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_job_get(store *s, const char *id, store_job *out, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = job_load(s, S_JOB_BY_ID, 0, id, out, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static sqlite3_stmt *job_list_stmt(store *s, unsigned mask, gpp_error *err)
+{
+    if (s->job_list[mask])
+        return s->job_list[mask];
+    gpp__buf b = {0};
+    gpp__buf_puts(&b, "SELECT " JOB_COLS_SPEC("NULL") " FROM jobs WHERE seq < :before");
+    if (mask & 1) gpp__buf_puts(&b, " AND state = :state");
+    if (mask & 2) gpp__buf_puts(&b, " AND owner = :owner");
+    if (mask & 4) gpp__buf_puts(&b, " AND dataset = :dataset");
+    if (mask & 8) gpp__buf_puts(&b, " AND model = :model");
+    gpp__buf_puts(&b, " ORDER BY seq DESC LIMIT :limit");
+    char *sql = gpp__buf_take(&b, NULL);
+    if (!sql) {
+        gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q, NULL);
+    free(sql);
+    if (rc != SQLITE_OK) {
+        db_fail(s, rc, "prepare", err);
+        return NULL;
+    }
+    s->job_list[mask] = q;
+    return q;
+}
+
+static void bind_named(sqlite3_stmt *q, const char *name, const char *v)
+{
+    int i = sqlite3_bind_parameter_index(q, name);
+    if (i > 0)
+        bind_text(q, i, v);
+}
+
+int store_job_list(store *s, const store_job_filter *f, int64_t before_seq, int limit,
+                   store_job **out, size_t *n, bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    unsigned mask = (f->state ? 1u : 0) | (f->owner ? 2u : 0) | (f->dataset ? 4u : 0) |
+                    (f->model ? 8u : 0);
+    store_job *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    size_t k = 0;
+    sqlite3_stmt *q = job_list_stmt(s, mask, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, sqlite3_bind_parameter_index(q, ":before"),
+                       before_seq > 0 ? before_seq : INT64_MAX);
+    bind_named(q, ":state", f->state);
+    bind_named(q, ":owner", f->owner);
+    bind_named(q, ":dataset", f->dataset);
+    bind_named(q, ":model", f->model);
+    sqlite3_bind_int(q, sqlite3_bind_parameter_index(q, ":limit"), limit + 1);
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW)
+        row_job(q, &arr[k++]);
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "job list", err);
+        goto out;
+    }
+    if (k > (size_t)limit) {
+        store_job_clear(&arr[limit]);
+        *more = true;
+        k = (size_t)limit;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_job_free(arr, k);
+    return rc;
+}
+
+int store_job_counts(store *s, int64_t counts[STORE_JOB_NSTATES], gpp_error *err)
+{
+    memset(counts, 0, sizeof(int64_t) * STORE_JOB_NSTATES);
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    sqlite3_stmt *q = st(s, S_JOB_COUNTS, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(q, 0);
+        for (int i = 0; state && i < STORE_JOB_NSTATES; i++)
+            if (strcmp(state, store_job_states[i]) == 0)
+                counts[i] = sqlite3_column_int64(q, 1);
+    }
+    done(q);
+    if (src != SQLITE_DONE)
+        rc = db_fail(s, src, "job counts", err);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_job_cancel(store *s, int64_t job_seq, const char *who, store_job *out,
+                     int *running_stages, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    store_job j = {0};
+    int running = 0;
+    char reason[128];
+    snprintf(reason, sizeof reason, "cancelled by %s", who ? who : "?");
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, &j, err);
+    if (rc != 0)
+        goto out;
+    if (job_finished(j.state)) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "",
+                           "job %s has finished (%s); only queued or running jobs can be"
+                           " cancelled", j.id, j.state);
+        goto out;
+    }
+    sqlite3_stmt *q = st(s, S_STAGES_OPEN, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    bind_text(q, 2, "failed");
+    bind_text(q, 3, "cancelled");
+    struct { int idx, attempt; char kind[12]; } open[256];
+    int n_open = 0, src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(q, 3);
+        if (state && (strcmp(state, "assigned") == 0 || strcmp(state, "running") == 0))
+            running++;
+        if (n_open < 256) {
+            open[n_open].idx = sqlite3_column_int(q, 0);
+            col_copy(q, 1, open[n_open].kind, sizeof open[n_open].kind);
+            open[n_open].attempt = sqlite3_column_int(q, 2);
+            n_open++;
+        }
+    }
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "stages", err);
+        goto out;
+    }
+    int64_t now = gpp__now_ms();
+    q = st(s, S_STAGES_CANCEL, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    bind_text(q, 2, reason);
+    sqlite3_bind_int64(q, 3, now);
+    rc = exec_stmt(s, q, "stage cancel", err);
+    for (int i = 0; rc == 0 && i < n_open; i++)
+        rc = event_stage(s, job_seq, j.id, open[i].idx, open[i].kind, "cancelled",
+                         open[i].attempt, reason, NULL, err);
+    if (rc == 0)
+        rc = job_set(s, job_seq, "cancelled", reason, 0, now, j.stages_done, err);
+    if (rc == 0)
+        rc = event_job(s, job_seq, j.id, "cancelled", reason, err);
+    if (rc == 0)
+        rc = log_add(s, job_seq, -1, "info", "daemon", reason, err);
+    if (rc == 0)
+        rc = tx_commit(s, err);
+    if (rc == 0 && out)
+        rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, out, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    else if (running_stages)
+        *running_stages = running;
+    store_job_clear(&j);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_job_retry(store *s, int64_t job_seq, const char *who, store_job *out,
+                    gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    store_job j = {0};
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, &j, err);
+    if (rc != 0)
+        goto out;
+    if (strcmp(j.state, "failed") != 0 && strcmp(j.state, "cancelled") != 0) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "",
+                           "job %s is %s; only failed or cancelled jobs can be retried", j.id,
+                           j.state);
+        goto out;
+    }
+    sqlite3_stmt *q = st(s, S_STAGE_FIRST_OPEN, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    int src = sqlite3_step(q);
+    bool any = src == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL;
+    int first = any ? sqlite3_column_int(q, 0) : -1;
+    done(q);
+    if (src != SQLITE_ROW) {
+        rc = db_fail(s, src, "stages", err);
+        goto out;
+    }
+    int64_t now = gpp__now_ms();
+    /* collect the stages that go back to the queue, for their events */
+    q = st(s, S_STAGES_OPEN, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    bind_text(q, 2, "succeeded");
+    bind_text(q, 3, "skipped");
+    struct { int idx, attempt; char kind[12]; } open[256];
+    int n_open = 0;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW && n_open < 256) {
+        open[n_open].idx = sqlite3_column_int(q, 0);
+        col_copy(q, 1, open[n_open].kind, sizeof open[n_open].kind);
+        open[n_open].attempt = sqlite3_column_int(q, 2);
+        n_open++;
+    }
+    done(q);
+    q = st(s, S_STAGES_REQUEUE, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int(q, 2, first);
+    sqlite3_bind_int64(q, 3, now);
+    rc = exec_stmt(s, q, "stage requeue", err);
+    for (int i = 0; rc == 0 && i < n_open; i++)
+        rc = event_stage(s, job_seq, j.id, open[i].idx, open[i].kind, "queued",
+                         open[i].attempt,
+                         open[i].idx == first ? "waiting_for_worker" : "waiting_for_stage",
+                         NULL, err);
+    const char *state = any ? "queued" : "succeeded";
+    if (rc == 0)
+        rc = job_set(s, job_seq, state, NULL, 0, any ? 0 : now, j.stages_done, err);
+    if (rc == 0)
+        rc = event_job(s, job_seq, j.id, state, NULL, err);
+    char msg[160];
+    snprintf(msg, sizeof msg, "retried by %s from stage %d", who ? who : "?", first);
+    if (rc == 0)
+        rc = log_add(s, job_seq, -1, "info", "daemon", msg, err);
+    if (rc == 0)
+        rc = tx_commit(s, err);
+    if (rc == 0 && out)
+        rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, out, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    store_job_clear(&j);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- stages -------------------------------------------------------------- */
+
+void store_stage_free(store_stage *stages, size_t n)
+{
+    if (!stages)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(stages[i].reason);
+        free(stages[i].worker_id);
+        free(stages[i].input_sha256);
+        free(stages[i].output_sha256);
+        free(stages[i].summary);
+    }
+    free(stages);
+}
+
+static void row_stage(sqlite3_stmt *q, store_stage *g)
+{
+    memset(g, 0, sizeof *g);
+    g->id = sqlite3_column_int64(q, 0);
+    g->job_seq = sqlite3_column_int64(q, 1);
+    g->idx = sqlite3_column_int(q, 2);
+    col_copy(q, 3, g->kind, sizeof g->kind);
+    g->round = sqlite3_column_int(q, 4);
+    col_copy(q, 5, g->state, sizeof g->state);
+    g->attempt = sqlite3_column_int(q, 6);
+    g->reason = col_dup(q, 7);
+    g->worker_id = col_dup(q, 8);
+    g->input_sha256 = col_dup(q, 9);
+    g->output_sha256 = col_dup(q, 10);
+    g->summary = col_dup(q, 11);
+    g->progress = sqlite3_column_double(q, 12);
+    g->not_before = col_time(q, 13);
+    g->created_at = col_time(q, 14);
+    g->started_at = col_time(q, 15);
+    g->finished_at = col_time(q, 16);
+    g->updated_at = col_time(q, 17);
+}
+
+int store_stage_list(store *s, int64_t job_seq, store_stage **out, size_t *n, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t cap = 0, k = 0;
+    store_stage *arr = NULL;
+    sqlite3_stmt *q = st(s, S_STAGE_LIST, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            store_stage *na = realloc(arr, ncap * sizeof *na);
+            if (!na) {
+                done(q);
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+                goto out;
+            }
+            arr = na;
+            cap = ncap;
+        }
+        row_stage(q, &arr[k++]);
+    }
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "stages", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_stage_free(arr, k);
+    return rc;
+}
+
+static bool stage_state_valid(const char *st_)
+{
+    static const char *const ok[] = {"queued", "assigned", "running", "succeeded",
+                                     "failed", "lost", "skipped"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strcmp(st_, ok[i]) == 0)
+            return true;
+    return false;
+}
+
+int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_change *c,
+                       int *attempt_out, gpp_error *err)
+{
+    if (!c->state || !stage_state_valid(c->state))
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "state",
+                             "a stage cannot be moved to '%s' (cancel the job instead)",
+                             c->state ? c->state : "(null)");
+    pthread_mutex_lock(&s->mu);
+    store_job j = {0};
+    store_stage g = {0};
+    bool have_stage = false;
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, &j, err);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_STAGE_GET, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int(q, 2, idx);
+    int src = sqlite3_step(q);
+    if (src == SQLITE_ROW) {
+        row_stage(q, &g);
+        have_stage = true;
+    }
+    done(q);
+    if (src != SQLITE_ROW) {
+        rc = src == SQLITE_DONE ? gpp_error_set(err, GPP_ENOTFOUND, "not_found", "",
+                                                "job %s has no stage %d", j.id, idx)
+                                : db_fail(s, src, "stage", err);
+        goto out;
+    }
+    if (job_finished(j.state)) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "", "job %s has finished (%s)", j.id,
+                           j.state);
+        goto out;
+    }
+    if (strcmp(g.state, "succeeded") == 0 || strcmp(g.state, "failed") == 0 ||
+        strcmp(g.state, "cancelled") == 0 || strcmp(g.state, "skipped") == 0) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "", "stage %d of job %s has finished (%s)",
+                           idx, j.id, g.state);
+        goto out;
+    }
+    if (c->expect_attempt >= 0 && c->expect_attempt != g.attempt) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "",
+                           "stale attempt %d for stage %d of job %s (current %d)",
+                           c->expect_attempt, idx, j.id, g.attempt);
+        goto out;
+    }
+    bool assign = strcmp(c->state, "assigned") == 0;
+    int attempt = g.attempt + (assign ? 1 : 0);
+    int64_t now = gpp__now_ms();
+    q = st(s, S_STAGE_SET, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int(q, 2, idx);
+    bind_text(q, 3, c->state);
+    sqlite3_bind_int(q, 4, attempt);
+    bind_text(q, 5, c->reason);
+    bind_text(q, 6, c->worker_id);
+    bind_text(q, 7, c->summary);
+    bind_text(q, 8, c->output_sha256);
+    sqlite3_bind_double(q, 9, c->progress);
+    bind_time(q, 10, strcmp(c->state, "queued") == 0 ? c->not_before : 0);
+    sqlite3_bind_int64(q, 11, now);
+    rc = exec_stmt(s, q, "stage update", err);
+    if (rc == 0)
+        rc = event_stage(s, job_seq, j.id, idx, g.kind, c->state, attempt, c->reason,
+                         assign ? c->worker_id : g.worker_id, err);
+    if (rc != 0)
+        goto out;
+    /* the job follows its stages */
+    const char *jstate = NULL, *jreason = j.reason;
+    int64_t started = 0, finished = 0;
+    int stages_done = j.stages_done;
+    char why[600];
+    if (assign || strcmp(c->state, "running") == 0) {
+        if (strcmp(j.state, "queued") == 0) {
+            jstate = "running";
+            started = now;
+        }
+    } else if (strcmp(c->state, "succeeded") == 0 || strcmp(c->state, "skipped") == 0) {
+        stages_done++;
+        if (stages_done >= j.stages_total) {
+            jstate = "succeeded";
+            finished = now;
+        } else {
+            jstate = j.state;
+            q = st(s, S_STAGE_REASON, err);
+            if (!q) {
+                rc = GPP_EIO;
+                goto out;
+            }
+            sqlite3_bind_int64(q, 1, job_seq);
+            sqlite3_bind_int(q, 2, idx + 1);
+            bind_text(q, 3, "waiting_for_worker");
+            sqlite3_bind_int64(q, 4, now);
+            rc = exec_stmt(s, q, "stage reason", err);
+            if (rc != 0)
+                goto out;
+        }
+    } else if (strcmp(c->state, "failed") == 0) {
+        jstate = "failed";
+        finished = now;
+        snprintf(why, sizeof why, "stage %d (%s) failed: %s", idx, g.kind,
+                 c->reason ? c->reason : "no reason given");
+        jreason = why;
+    }
+    if (jstate) {
+        bool changed = strcmp(jstate, j.state) != 0;
+        rc = job_set(s, job_seq, jstate, jreason, started, finished, stages_done, err);
+        if (rc == 0 && changed)
+            rc = event_job(s, job_seq, j.id, jstate, finished && strcmp(jstate, "failed") == 0
+                                                         ? jreason : NULL, err);
+        if (rc != 0)
+            goto out;
+    }
+    rc = tx_commit(s, err);
+    if (rc == 0 && attempt_out)
+        *attempt_out = attempt;
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    store_job_clear(&j);
+    if (have_stage) {
+        free(g.reason);
+        free(g.worker_id);
+        free(g.input_sha256);
+        free(g.output_sha256);
+        free(g.summary);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+struct name_cache {
+    const char *name;
+    int64_t id;
+};
+
+/* The id of metric `name`, interned on first use, and recorded for the job. */
+static int metric_name_id(store *s, int64_t job_seq, const char *name, int64_t *id,
+                          gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_NAME_GET, err);
+    if (!q)
+        return GPP_EIO;
+    bind_text(q, 1, name);
+    int src = sqlite3_step(q);
+    if (src == SQLITE_ROW)
+        *id = sqlite3_column_int64(q, 0);
+    done(q);
+    if (src == SQLITE_DONE) {
+        q = st(s, S_NAME_INSERT, err);
+        if (!q)
+            return GPP_EIO;
+        bind_text(q, 1, name);
+        int rc = exec_stmt(s, q, "metric name", err);
+        if (rc != 0)
+            return rc;
+        *id = sqlite3_last_insert_rowid(s->db);
+    } else if (src != SQLITE_ROW) {
+        return db_fail(s, src, "metric name", err);
+    }
+    q = st(s, S_JMN_INSERT, err);
+    if (!q)
+        return GPP_EIO;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, *id);
+    return exec_stmt(s, q, "job metric name", err);
+}
+
+int store_metrics_insert(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
+                         size_t *inserted, gpp_error *err)
+{
+    if (inserted)
+        *inserted = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!valid_name(p[i].name, true))
+            return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "name",
+                                 "metric name '%.64s' is not 1..64 characters of"
+                                 " [A-Za-z0-9_./-]", p[i].name ? p[i].name : "");
+    pthread_mutex_lock(&s->mu);
+    struct name_cache cache[32];
+    size_t n_cache = 0, added = 0;
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_JOB_EXISTS, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    int src = sqlite3_step(q);
+    done(q);
+    if (src != SQLITE_ROW) {
+        rc = src == SQLITE_DONE ? gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no such job")
+                                : db_fail(s, src, "job", err);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t name_id = -1;
+        for (size_t c = 0; c < n_cache; c++)
+            if (cache[c].name == p[i].name || strcmp(cache[c].name, p[i].name) == 0) {
+                name_id = cache[c].id;
+                break;
+            }
+        if (name_id < 0) {
+            rc = metric_name_id(s, job_seq, p[i].name, &name_id, err);
+            if (rc != 0)
+                goto out;
+            if (n_cache < sizeof cache / sizeof cache[0])
+                cache[n_cache++] = (struct name_cache){p[i].name, name_id};
+        }
+        q = st(s, S_METRIC_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        sqlite3_bind_int64(q, 1, job_seq);
+        sqlite3_bind_int64(q, 2, name_id);
+        sqlite3_bind_int(q, 3, p[i].stage_idx);
+        sqlite3_bind_int64(q, 4, p[i].iteration);
+        sqlite3_bind_int(q, 5, p[i].attempt);
+        if (isfinite(p[i].value))
+            sqlite3_bind_double(q, 6, p[i].value);
+        else
+            sqlite3_bind_null(q, 6);
+        sqlite3_bind_int64(q, 7, p[i].time);
+        src = sqlite3_step(q);
+        done(q);
+        if (src != SQLITE_DONE) {
+            rc = db_fail(s, src, "metric insert", err);
+            goto out;
+        }
+        added += (size_t)sqlite3_changes(s->db);
+    }
+    rc = tx_commit(s, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    else if (inserted)
+        *inserted = added;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void store_metrics_result_clear(store_metrics_result *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_names; i++)
+        free(r->names[i]);
+    free(r->names);
+    for (size_t i = 0; i < r->n_series; i++) {
+        store_series *sr = &r->series[i];
+        free(sr->stage);
+        free(sr->attempt);
+        free(sr->iteration);
+        free(sr->time);
+        free(sr->value);
+    }
+    free(r->series);
+    memset(r, 0, sizeof *r);
+}
+
+static bool series_grow(store_series *sr, size_t *cap)
+{
+    size_t nc = *cap ? *cap * 2 : 256;
+    int *st_ = realloc(sr->stage, nc * sizeof *st_);
+    if (st_) sr->stage = st_;
+    int *at = realloc(sr->attempt, nc * sizeof *at);
+    if (at) sr->attempt = at;
+    int64_t *it = realloc(sr->iteration, nc * sizeof *it);
+    if (it) sr->iteration = it;
+    int64_t *tm = realloc(sr->time, nc * sizeof *tm);
+    if (tm) sr->time = tm;
+    double *v = realloc(sr->value, nc * sizeof *v);
+    if (v) sr->value = v;
+    if (!st_ || !at || !it || !tm || !v)
+        return false;
+    *cap = nc;
+    return true;
+}
+
+static void series_move(store_series *sr, size_t to, size_t from)
+{
+    sr->stage[to] = sr->stage[from];
+    sr->attempt[to] = sr->attempt[from];
+    sr->iteration[to] = sr->iteration[from];
+    sr->time[to] = sr->time[from];
+    sr->value[to] = sr->value[from];
+}
+
+size_t store_downsample_minmax(store_series *sr, size_t max_points)
+{
+    if (max_points < 2)
+        max_points = 2;
+    size_t n = sr->n;
+    if (n <= max_points)
+        return n;
+    size_t buckets = max_points / 2;
+    size_t size = (n + buckets - 1) / buckets;
+    size_t o = 0;
+    for (size_t a = 0; a < n; a += size) {
+        size_t b = a + size < n ? a + size : n;
+        size_t lo = SIZE_MAX, hi = SIZE_MAX;
+        for (size_t i = a; i < b; i++) {
+            double v = sr->value[i];
+            if (isnan(v))
+                continue;
+            if (lo == SIZE_MAX || v < sr->value[lo])
+                lo = i;
+            if (hi == SIZE_MAX || v > sr->value[hi])
+                hi = i;
+        }
+        if (lo == SIZE_MAX) {          /* only nulls in this bucket */
+            series_move(sr, o++, a);
+            continue;
+        }
+        size_t first = lo < hi ? lo : hi, second = lo < hi ? hi : lo;
+        series_move(sr, o++, first);
+        if (second != first)
+            series_move(sr, o++, second);
+    }
+    sr->n = o;
+    return o;
+}
+
+static int series_read(store *s, const store_metrics_query *qr, int64_t name_id,
+                       store_series *sr, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, qr->stage_idx >= 0 ? S_SERIES_STAGE : S_SERIES_ALL, err);
+    if (!q)
+        return GPP_EIO;
+    sqlite3_bind_int64(q, 1, qr->job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    if (qr->stage_idx >= 0)
+        sqlite3_bind_int(q, 3, qr->stage_idx);
+    sqlite3_bind_int64(q, 4, qr->has_since ? qr->since : INT64_MIN);
+    size_t cap = 0, n = 0;
+    int src, rc = 0;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        int stage = sqlite3_column_int(q, 0);
+        int64_t it = sqlite3_column_int64(q, 1);
+        size_t at;
+        if (n > 0 && sr->stage[n - 1] == stage && sr->iteration[n - 1] == it) {
+            at = n - 1;                 /* a later attempt replaces the point */
+        } else {
+            if (n >= qr->limit) {
+                sr->truncated = true;
+                break;
+            }
+            if (n == cap && !series_grow(sr, &cap)) {
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+                break;
+            }
+            at = n++;
+        }
+        sr->stage[at] = stage;
+        sr->iteration[at] = it;
+        sr->attempt[at] = sqlite3_column_int(q, 2);
+        sr->value[at] = sqlite3_column_type(q, 3) == SQLITE_NULL ? NAN
+                                                                 : sqlite3_column_double(q, 3);
+        sr->time[at] = sqlite3_column_int64(q, 4);
+    }
+    done(q);
+    if (rc == 0 && src != SQLITE_DONE && src != SQLITE_ROW)
+        rc = db_fail(s, src, "metrics", err);
+    sr->n = n;
+    sr->scanned = n;
+    if (rc != 0)
+        return rc;
+    if (qr->every > 1) {
+        size_t o = 0;
+        for (size_t i = 0; i < n; i += qr->every)
+            series_move(sr, o++, i);
+        sr->n = o;
+    }
+    if (qr->max_points > 0)
+        store_downsample_minmax(sr, qr->max_points);
+    return 0;
+}
+
+int store_metrics_query_run(store *s, const store_metrics_query *qr, store_metrics_result *out,
+                            gpp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (qr->limit == 0 || qr->n_names > STORE_METRIC_NAMES_MAX)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "limit",
+                             "bad metrics query");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    int64_t *ids = NULL;
+    size_t cap = 0;
+    sqlite3_stmt *q = st(s, S_JOB_NAMES, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, qr->job_seq);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (out->n_names == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **nn = realloc(out->names, nc * sizeof *nn);
+            int64_t *ni = nn ? realloc(ids, nc * sizeof *ni) : NULL;
+            if (nn)
+                out->names = nn;
+            if (ni)
+                ids = ni;
+            if (!nn || !ni) {
+                done(q);
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+                goto out;
+            }
+            cap = nc;
+        }
+        char *name = col_dup(q, 0);
+        if (!name) {
+            done(q);
+            rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+            goto out;
+        }
+        ids[out->n_names] = sqlite3_column_int64(q, 1);
+        out->names[out->n_names++] = name;
+    }
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "metric names", err);
+        goto out;
+    }
+    size_t want = qr->n_names ? qr->n_names : out->n_names;
+    if (want > 0) {
+        out->series = calloc(want, sizeof *out->series);
+        if (!out->series) {
+            rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+            goto out;
+        }
+    }
+    for (size_t w = 0; w < want; w++) {
+        size_t k = w;
+        if (qr->n_names) {
+            for (k = 0; k < out->n_names; k++)
+                if (strcmp(out->names[k], qr->names[w]) == 0)
+                    break;
+            if (k == out->n_names)
+                continue;                       /* the job has no such series */
+            bool dup = false;
+            for (size_t e = 0; e < out->n_series; e++)
+                if (strcmp(out->series[e].name, qr->names[w]) == 0)
+                    dup = true;
+            if (dup)
+                continue;
+        }
+        store_series *sr = &out->series[out->n_series++];
+        snprintf(sr->name, sizeof sr->name, "%s", out->names[k]);
+        rc = series_read(s, qr, ids[k], sr, err);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(ids);
+    if (rc != 0)
+        store_metrics_result_clear(out);
+    return rc;
+}
+
+/* ---- events and logs ----------------------------------------------------- */
+
+void store_event_free(store_event *ev, size_t n)
+{
+    if (!ev)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(ev[i].data);
+    free(ev);
+}
+
+int store_events_list(store *s, int64_t job_seq, int64_t after_id, int limit,
+                      store_event **out, size_t *n, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    store_event *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0;
+    sqlite3_stmt *q = st(s, job_seq ? S_EVENTS_JOB : S_EVENTS_ALL, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    if (job_seq)
+        sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, after_id);
+    sqlite3_bind_int(q, 3, limit);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW && k < (size_t)limit) {
+        store_event *e = &arr[k++];
+        e->id = sqlite3_column_int64(q, 0);
+        e->job_seq = col_time(q, 1);
+        e->time = sqlite3_column_int64(q, 2);
+        col_copy(q, 3, e->type, sizeof e->type);
+        e->data = col_dup(q, 4);
+    }
+    done(q);
+    if (src != SQLITE_DONE && src != SQLITE_ROW) {
+        rc = db_fail(s, src, "events", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_event_free(arr, k);
+    return rc;
+}
+
+int64_t store_event_last_id(store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t id = 0;
+    sqlite3_stmt *q = st(s, S_EVENT_LAST, NULL);
+    if (q && sqlite3_step(q) == SQLITE_ROW)
+        id = col_time(q, 0);
+    done(q);
+    pthread_mutex_unlock(&s->mu);
+    return id;
+}
+
+int store_log_append(store *s, int64_t job_seq, int stage_idx, const char *level,
+                     const char *source, const char *message, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = log_add(s, job_seq, stage_idx, level, source, message, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void store_log_free(store_log *logs, size_t n)
+{
+    if (!logs)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(logs[i].source);
+        free(logs[i].message);
+    }
+    free(logs);
+}
+
+int store_logs_list(store *s, int64_t job_seq, int64_t after_id, int limit, store_log **out,
+                    size_t *n, bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    store_log *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0;
+    sqlite3_stmt *q = st(s, S_LOGS_LIST, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, after_id);
+    sqlite3_bind_int(q, 3, limit + 1);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == (size_t)limit) {
+            *more = true;
+            break;
+        }
+        store_log *l = &arr[k++];
+        l->id = sqlite3_column_int64(q, 0);
+        l->stage_idx = sqlite3_column_type(q, 1) == SQLITE_NULL ? -1 : sqlite3_column_int(q, 1);
+        l->time = sqlite3_column_int64(q, 2);
+        col_copy(q, 3, l->level, sizeof l->level);
+        l->source = col_dup(q, 4);
+        l->message = col_dup(q, 5);
+    }
+    done(q);
+    if (src != SQLITE_DONE && src != SQLITE_ROW) {
+        rc = db_fail(s, src, "logs", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_log_free(arr, k);
+    return rc;
+}
+
+/* ---- data sets ----------------------------------------------------------- */
+
+void store_dataset_clear(store_dataset *d)
+{
+    if (!d)
+        return;
+    free(d->path);
+    free(d->info);
+    free(d->sha256);
+    free(d->created_by);
+    memset(d, 0, sizeof *d);
+}
+
+void store_dataset_free(store_dataset *d, size_t n)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_dataset_clear(&d[i]);
+    free(d);
+}
+
+static void row_dataset(sqlite3_stmt *q, store_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    col_copy(q, 0, d->name, sizeof d->name);
+    col_copy(q, 1, d->format, sizeof d->format);
+    d->path = col_dup(q, 2);
+    d->info = col_dup(q, 3);
+    d->sha256 = col_dup(q, 4);
+    d->created_at = col_time(q, 5);
+    d->created_by = col_dup(q, 6);
+}
+
+int store_dataset_insert(store *s, const char *name, const char *format, const char *path,
+                         const char *info, const char *created_by, gpp_error *err)
+{
+    if (!valid_name(name, false))
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "name",
+                             "a data set name is 1..64 characters of [A-Za-z0-9_.-]");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_DATASET_INSERT, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, name);
+    bind_text(q, 2, format);
+    bind_text(q, 3, path);
+    bind_text(q, 4, info);
+    sqlite3_bind_int64(q, 5, gpp__now_ms());
+    bind_text(q, 6, created_by);
+    int src = sqlite3_step(q);
+    done(q);
+    if ((src & 0xff) == SQLITE_CONSTRAINT)
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "name",
+                           "a data set named '%s' is registered already", name);
+    else if (src != SQLITE_DONE)
+        rc = db_fail(s, src, "data set insert", err);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_dataset_get(store *s, const char *name, store_dataset *out, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_DATASET_GET, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, name);
+    int src = sqlite3_step(q);
+    if (src == SQLITE_ROW)
+        row_dataset(q, out);
+    done(q);
+    if (src == SQLITE_DONE)
+        rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no data set named '%s'", name);
+    else if (src != SQLITE_ROW)
+        rc = db_fail(s, src, "data set", err);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_dataset_list(store *s, const char *after, int limit, store_dataset **out,
+                       size_t *n, bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    store_dataset *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0;
+    sqlite3_stmt *q = st(s, S_DATASET_LIST, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, after ? after : "");
+    sqlite3_bind_int(q, 2, limit + 1);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == (size_t)limit) {
+            *more = true;
+            break;
+        }
+        row_dataset(q, &arr[k++]);
+    }
+    done(q);
+    if (src != SQLITE_DONE && src != SQLITE_ROW) {
+        rc = db_fail(s, src, "data sets", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_dataset_free(arr, k);
+    return rc;
+}
+
+/* ---- workers ------------------------------------------------------------- */
+
+void store_worker_free(store_worker *w, size_t n)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(w[i].id);
+        free(w[i].name);
+        free(w[i].host);
+        free(w[i].devices);
+        free(w[i].labels);
+        free(w[i].state);
+    }
+    free(w);
+}
+
+int store_worker_list(store *s, const char *after, int limit, store_worker **out, size_t *n,
+                      bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    store_worker *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0;
+    sqlite3_stmt *q = st(s, S_WORKER_LIST, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, after ? after : "");
+    sqlite3_bind_int(q, 2, limit + 1);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == (size_t)limit) {
+            *more = true;
+            break;
+        }
+        store_worker *w = &arr[k++];
+        w->id = col_dup(q, 0);
+        w->name = col_dup(q, 1);
+        w->host = col_dup(q, 2);
+        w->devices = col_dup(q, 3);
+        w->labels = col_dup(q, 4);
+        w->state = col_dup(q, 5);
+        w->threads = sqlite3_column_int(q, 6);
+        w->stage_id = col_time(q, 7);
+        w->connected_at = col_time(q, 8);
+        w->last_seen = col_time(q, 9);
+    }
+    done(q);
+    if (src != SQLITE_DONE && src != SQLITE_ROW) {
+        rc = db_fail(s, src, "workers", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    store_worker_free(arr, k);
+    return rc;
+}
+
+int64_t store_worker_count_active(store *s, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t c = 0;
+    sqlite3_stmt *q = st(s, S_WORKER_COUNT, err);
+    if (!q) {
+        c = GPP_EIO;
+    } else {
+        int src = sqlite3_step(q);
+        if (src == SQLITE_ROW)
+            c = sqlite3_column_int64(q, 0);
+        else
+            c = db_fail(s, src, "workers", err);
+        done(q);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+/* ---- artifacts ----------------------------------------------------------- */
+
+int store_artifact_insert(store *s, const char *sha256_hex, int64_t size, const char *kind,
+                          int64_t job_seq, int stage_idx, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, sha256_hex);
+    sqlite3_bind_int64(q, 2, size);
+    bind_text(q, 3, kind);
+    if (job_seq)
+        sqlite3_bind_int64(q, 4, job_seq);
+    else
+        sqlite3_bind_null(q, 4);
+    if (stage_idx >= 0)
+        sqlite3_bind_int(q, 5, stage_idx);
+    else
+        sqlite3_bind_null(q, 5);
+    sqlite3_bind_int64(q, 6, gpp__now_ms());
+    rc = exec_stmt(s, q, "artifact insert", err);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc;
+    sqlite3_stmt *q = st(s, S_ARTIFACT_EXISTS, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, sha256_hex);
+        int src = sqlite3_step(q);
+        rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : db_fail(s, src, "artifact", err);
+        done(q);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
