@@ -1,0 +1,237 @@
+/* End to end (suite integration): `gpp-worker run` (gpp_run_main) on a small
+ * Fashion-MNIST subset (2000 training / 1000 test images, 1 epoch, 2
+ * iterations, --baselines) finishes, shrinks the network, and writes
+ * summary.json with the keys ARCHITECTURE.md names, metrics.jsonl with one
+ * object per iteration and per evaluation, and a checkpoint per stage;
+ * --resume after stage 2 gives the same checkpoints byte for byte; a
+ * second run into a used folder without --resume is refused.
+ * The data set comes from /usr/share/datasets/fashion-mnist (package
+ * dataset-fashion-mnist) or $GPP_DATASETS_DIR. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "stage_fixture.h"
+
+static const char *const JOB =
+    "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
+    "\"iterations\":2,\"data\":{\"train_limit\":2000,\"test_limit\":1000}}\n";
+
+static int run(char *job, char *out, int resume)
+{
+    char *argv[8] = {"run", job, "--out", out, "--threads", "2", "--baselines", NULL};
+    int argc = 7;
+    if (resume) argv[argc++] = "--resume";
+    return gpp_run_main(argc, argv);
+}
+
+static cJSON *read_json(const char *path)
+{
+    size_t len;
+    unsigned char *t = sf_read(path, &len);
+    assert_non_null(t);
+    cJSON *j = cJSON_Parse((const char *)t);
+    free(t);
+    assert_non_null(j);
+    return j;
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) fail_msg("\"%s\" is not a number", key);
+    return v->valuedouble;
+}
+
+/* A model object of summary.json: the keys and their ranges. */
+static void check_model(const cJSON *m)
+{
+    assert_true(cJSON_IsObject(m));
+    double p = num(m, "params"), f = num(m, "flops"), macs = num(m, "macs");
+    assert_true(p > 0 && f > 0);
+    assert_true(f == 2 * macs);
+    for (int k = 0; k < 2; k++) {
+        double a = num(m, k ? "test_accuracy" : "val_accuracy");
+        assert_true(a >= 0.0 && a <= 1.0);
+    }
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(m, "layers");
+    assert_true(cJSON_IsArray(layers) && cJSON_GetArraySize(layers) == 4);   /* lenet5 */
+    for (const cJSON *l = layers->child; l; l = l->next) {
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(l, "name")));
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l, "kind"));
+        assert_true(kind && (strcmp(kind, "conv") == 0 || strcmp(kind, "fc") == 0));
+        assert_true(num(l, "width") >= 1);
+    }
+}
+
+static void same_widths(const cJSON *a, const cJSON *b)
+{
+    const cJSON *la = cJSON_GetObjectItemCaseSensitive(a, "layers");
+    const cJSON *lb = cJSON_GetObjectItemCaseSensitive(b, "layers");
+    assert_true(cJSON_Compare(la, lb, 1));
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    size_t len;
+    unsigned char *b = sf_read(from, &len);
+    assert_non_null(b);
+    FILE *f = fopen(to, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
+    free(b);
+}
+
+static const char *const FILES[8] = {
+    "stage-00-train.gppm", "stage-01-push.gppm", "stage-02-prune.gppm", "stage-03-push.gppm",
+    "stage-04-prune.gppm", "stage-05-l1.gppm", "stage-06-random.gppm", "stage-07-scratch.gppm",
+};
+
+static void test_end_to_end(void **state)
+{
+    (void)state;
+    char *dir = sf_tmpdir();
+    char job[4200], a[4200], b[4200], p[4300], q[4300];
+    snprintf(job, sizeof job, "%s/job.json", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    FILE *f = fopen(job, "w");
+    assert_non_null(f);
+    fputs(JOB, f);
+    fclose(f);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(run(job, a, 0), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("end-to-end job: %.1f s\n", secs);
+
+    /* summary.json */
+    snprintf(p, sizeof p, "%s/summary.json", a);
+    cJSON *sum = read_json(p);
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(sum, "baseline");
+    const cJSON *af = cJSON_GetObjectItemCaseSensitive(sum, "accuracy_first");
+    const cJSON *sf = cJSON_GetObjectItemCaseSensitive(sum, "size_first");
+    check_model(base);
+    check_model(af);
+    check_model(sf);
+    assert_true(num(sf, "params") < num(base, "params"));   /* it shrinks */
+    assert_true(num(af, "params") < num(base, "params"));
+    assert_true(num(sf, "val_accuracy") >= num(base, "val_accuracy") - 0.01 - 1e-9 ||
+                num(sf, "params") == num(af, "params"));
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(sum, "stages");
+    assert_int_equal(cJSON_GetArraySize(stages), 5);
+    static const char *const kinds[5] = {"train", "push", "prune", "push", "prune"};
+    int i = 0;
+    for (const cJSON *s = stages->child; s; s = s->next, i++) {
+        check_model(s);
+        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "stage")), kinds[i]);
+        assert_int_equal((int)num(s, "index"), i);
+    }
+    const cJSON *pr = cJSON_GetArrayItem(stages, 2);
+    assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(pr, "layers_before")));
+    assert_true(num(pr, "m_prime") >= 1 && num(pr, "m_prime") <= 500);
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(sum, "baselines");
+    static const char *const bk[3] = {"l1", "random", "scratch"};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(bl, bk[k]);
+        check_model(m);
+        same_widths(m, sf);   /* the baselines run at GPP's widths */
+        assert_true(num(m, "params") == num(sf, "params"));
+    }
+
+    /* metrics.jsonl */
+    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
+    f = fopen(p, "r");
+    assert_non_null(f);
+    char line[4096];
+    int iters = 0, evals = 0, push_iters = 0;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
+        assert_non_null(type);
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "stage")));
+        num(j, "stage_index");
+        num(j, "iteration");
+        if (strcmp(type, "iteration") == 0) {
+            iters++;
+            num(j, "loss");
+            num(j, "ce");
+            num(j, "lr");
+            num(j, "images_per_s");
+            double acc = num(j, "batch_accuracy");
+            assert_true(acc >= 0 && acc <= 1);
+            if (cJSON_GetObjectItemCaseSensitive(j, "sep")) {
+                push_iters++;
+                num(j, "cov");
+                num(j, "align");
+            }
+        } else {
+            assert_string_equal(type, "evaluation");
+            evals++;
+            num(j, "val_accuracy");
+            num(j, "test_accuracy");
+            num(j, "params");
+            assert_true(num(j, "flops") == 2 * num(j, "macs"));
+        }
+        cJSON_Delete(j);
+    }
+    fclose(f);
+    assert_int_equal(evals, 8);
+    assert_true(iters > 8 * 20 && push_iters > 0);
+    for (int k = 0; k < 8; k++) {
+        snprintf(p, sizeof p, "%s/%s", a, FILES[k]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+
+    /* a used folder needs --resume */
+    assert_int_equal(run(job, a, 0), 1);
+
+    /* resume after stage 2: the same checkpoints, byte for byte */
+    assert_int_equal(mkdir(b, 0777), 0);
+    snprintf(p, sizeof p, "%s/job.json", a);
+    snprintf(q, sizeof q, "%s/job.json", b);
+    copy_file(p, q);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/%s", a, FILES[k]);
+        snprintf(q, sizeof q, "%s/%s", b, FILES[k]);
+        copy_file(p, q);
+    }
+    assert_int_equal(run(job, b, 1), 0);
+    for (int k = 3; k < 8; k++) {
+        size_t la, lb;
+        snprintf(p, sizeof p, "%s/%s", a, FILES[k]);
+        snprintf(q, sizeof q, "%s/%s", b, FILES[k]);
+        unsigned char *x = sf_read(p, &la), *y = sf_read(q, &lb);
+        assert_non_null(y);
+        if (la != lb || memcmp(x, y, la) != 0) fail_msg("%s differs after --resume", FILES[k]);
+        free(x);
+        free(y);
+    }
+    snprintf(q, sizeof q, "%s/summary.json", b);
+    cJSON *sum2 = read_json(q);
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(sum, "stages"),
+                              cJSON_GetObjectItemCaseSensitive(sum2, "stages"), 1));
+    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(sum, "size_first"),
+                              cJSON_GetObjectItemCaseSensitive(sum2, "size_first"), 1));
+    cJSON_Delete(sum2);
+    cJSON_Delete(sum);
+    sf_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_end_to_end),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

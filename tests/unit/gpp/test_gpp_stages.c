@@ -1,0 +1,236 @@
+/* The stages through gpp_stage_run on small synthetic data: grow keeps a
+ * module that pays and rolls back (bit for bit, marking growth done) one
+ * that does not; the prune stage with the ratio rule cuts exactly
+ * floor(ratio * C) channels of every layer under each criterion (gpp: the
+ * pre-decision layer by LDA instead; l1; random) and writes its widths
+ * before and after; the eigen form of the push runs; the l1 / random /
+ * scratch baselines land on the reference's widths; bad requests fail
+ * cleanly. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "gpp/ckpt.h"
+#include "stage_fixture.h"
+
+/* a small conv net with batch norm and a global average pooling */
+static const char *const GAPNET =
+    "[{\"type\":\"conv\",\"name\":\"c1\",\"out\":8,\"k\":3,\"pad\":1,\"bias\":false},"
+    "{\"type\":\"bn\",\"name\":\"c1_bn\"},{\"type\":\"relu\",\"name\":\"c1_relu\"},"
+    "{\"type\":\"maxpool\",\"name\":\"p1\",\"k\":2},"
+    "{\"type\":\"conv\",\"name\":\"c2\",\"out\":16,\"k\":3,\"pad\":1,\"bias\":false},"
+    "{\"type\":\"bn\",\"name\":\"c2_bn\"},{\"type\":\"relu\",\"name\":\"c2_relu\"},"
+    "{\"type\":\"global-avgpool\",\"name\":\"gap\"},{\"type\":\"fc\",\"name\":\"fc1\",\"out\":20},"
+    "{\"type\":\"relu\",\"name\":\"r\"},{\"type\":\"fc\",\"name\":\"fc\",\"out\":4}]";
+
+#define SPEC_FMT                                                                        \
+    "{\"dataset\":{\"format\":\"idx\",\"path\":\"/synthetic\"},\"model\":%s,\"seed\":2,"            \
+    "\"train\":{\"epochs\":2,\"batch_size\":16,\"lr\":0.05}%s}"
+/* without a train object: the test gives its own */
+#define SPEC0_FMT "{\"dataset\":{\"format\":\"idx\",\"path\":\"/synthetic\"},\"model\":%s,\"seed\":2%s}"
+enum { SPEC, SPEC0 };
+
+typedef struct env {
+    char *dir;
+    gpp_stage_data *d;
+} env;
+
+static int setup(void **state)
+{
+    env *e = sf_alloc(1, sizeof *e);
+    e->dir = sf_tmpdir();
+    e->d = sf_data(240, 60, 12, 4);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    env *e = *state;
+    gpp_stage_data_free(e->d);
+    sf_rmtree(e->dir);
+    free(e->dir);
+    free(e);
+    return 0;
+}
+
+static int stage(env *e, int fmt, const char *extra, gpp_stage_kind kind, int index,
+                 int iteration, const char *in, const char *out, const char *ref, int budget,
+                 cJSON **summary, gpp_error *err)
+{
+    char text[4096];
+    snprintf(text, sizeof text, fmt == SPEC0 ? SPEC0_FMT : SPEC_FMT, GAPNET, extra);
+    gpp_jobspec *spec = sf_spec(text);
+    char ip[4200], op[4200], rp[4200];
+    snprintf(ip, sizeof ip, "%s/%s", e->dir, in ? in : "");
+    snprintf(op, sizeof op, "%s/%s", e->dir, out);
+    snprintf(rp, sizeof rp, "%s/%s", e->dir, ref ? ref : "");
+    gpp_stage_req req = {.spec = spec, .kind = kind, .index = index, .iteration = iteration,
+                         .input = in ? ip : NULL, .output = op, .reference = ref ? rp : NULL,
+                         .budget_epochs = budget, .data = e->d, .threads = 1};
+    int rc = gpp_stage_run(&req, NULL, summary, err);
+    gpp_jobspec_free(spec);
+    return rc;
+}
+
+
+static int width(const cJSON *summary, const char *key, const char *name)
+{
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(summary, key);
+    for (const cJSON *l = ls ? ls->child : NULL; l; l = l->next)
+        if (strcmp(cJSON_GetObjectItemCaseSensitive(l, "name")->valuestring, name) == 0)
+            return (int)cJSON_GetObjectItemCaseSensitive(l, "width")->valuedouble;
+    fail_msg("no layer %s in %s", name, key);
+    return -1;
+}
+
+static int flag(const cJSON *o, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+/* The tensors of two checkpoints are the same bits. */
+static void same_tensors(env *e, const char *a, const char *b)
+{
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/%s", e->dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", e->dir, b);
+    gpp_ckpt *x = NULL, *y = NULL;
+    assert_int_equal(gpp_ckpt_read_file(pa, &x, NULL), 0);
+    assert_int_equal(gpp_ckpt_read_file(pb, &y, NULL), 0);
+    assert_int_equal(gpp_ckpt_tensor_count(x), gpp_ckpt_tensor_count(y));
+    for (size_t i = 0; i < gpp_ckpt_tensor_count(x); i++) {
+        const gpp_tensor_view *v = gpp_ckpt_tensor(x, i);
+        const gpp_tensor_view *w = gpp_ckpt_find(y, v->name);
+        assert_non_null(w);
+        assert_int_equal(v->count, w->count);
+        assert_memory_equal(v->data, w->data, v->count * sizeof(float));
+    }
+    gpp_ckpt_free(x);
+    gpp_ckpt_free(y);
+}
+
+static void test_grow_kept_and_rolled_back(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *s0 = NULL, *s1 = NULL, *s2 = NULL;
+    /* an untrained start (train.epochs 0) that a module with training improves */
+    assert_int_equal(stage(e, SPEC0, ",\"train\":{\"epochs\":0,\"batch_size\":16,\"lr\":0.05},"
+                           "\"grow\":{\"enabled\":true,\"epochs\":2,\"min_gain\":0.05}",
+                           GPP_STAGE_TRAIN, 0, 0, NULL, "g0.gppm", NULL, 0, &s0, &err), 0);
+    assert_int_equal(stage(e, SPEC0, ",\"train\":{\"epochs\":0,\"batch_size\":16,\"lr\":0.05},"
+                           "\"grow\":{\"enabled\":true,\"epochs\":2,\"min_gain\":0.05}",
+                           GPP_STAGE_GROW, 1, 1, "g0.gppm", "g1.gppm", NULL, 0, &s1, &err), 0);
+    printf("grow: val %.4f -> %.4f\n", cJSON_GetObjectItem(s0, "val_accuracy")->valuedouble,
+           cJSON_GetObjectItem(s1, "grown_val_accuracy")->valuedouble);
+    assert_true(flag(s1, "grow_kept"));
+    assert_false(flag(s1, "grow_done"));
+    assert_int_equal((int)cJSON_GetObjectItem(s1, "grow_modules")->valuedouble, 1);
+    assert_true(cJSON_GetObjectItem(s1, "val_accuracy")->valuedouble >=
+                cJSON_GetObjectItem(s0, "val_accuracy")->valuedouble + 0.05);
+    assert_int_equal(width(s1, "layers", "grow1_b1"), 4);   /* 16 channels: 4 + 6 + 3 + 3 */
+    /* a module that cannot pay (min_gain 1): rolled back, growth done */
+    assert_int_equal(stage(e, SPEC, ",\"grow\":{\"enabled\":true,\"epochs\":1,\"min_gain\":1}",
+                           GPP_STAGE_GROW, 2, 2, "g1.gppm", "g2.gppm", NULL, 0, &s2, &err), 0);
+    assert_false(flag(s2, "grow_kept"));
+    assert_true(flag(s2, "grow_done"));
+    assert_true(cJSON_GetObjectItem(s2, "params")->valuedouble ==
+                cJSON_GetObjectItem(s1, "params")->valuedouble);
+    assert_true(cJSON_GetObjectItem(s2, "val_accuracy")->valuedouble ==
+                cJSON_GetObjectItem(s1, "val_accuracy")->valuedouble);
+    same_tensors(e, "g1.gppm", "g2.gppm");
+    cJSON_Delete(s0);
+    cJSON_Delete(s1);
+    cJSON_Delete(s2);
+}
+
+static void test_prune_criteria_ratio(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *s = NULL;
+    assert_int_equal(stage(e, SPEC, "", GPP_STAGE_TRAIN, 0, 0, NULL, "t.gppm", NULL, 0, NULL, &err), 0);
+    static const char *const crit[3] = {"gpp", "l1", "random"};
+    for (int c = 0; c < 3; c++) {
+        char extra[256], out[32];
+        snprintf(extra, sizeof extra,
+                 ",\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.25,\"criterion\":\"%s\","
+                 "\"finetune_epochs\":1,\"max_accuracy_drop\":0.05}", crit[c]);
+        snprintf(out, sizeof out, "p%d.gppm", c);
+        assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PRUNE, 1, 0, "t.gppm", out, NULL, 0, &s, &err), 0);
+        assert_int_equal(width(s, "layers_before", "c1"), 8);
+        assert_int_equal(width(s, "layers_before", "c2"), 16);
+        assert_int_equal(width(s, "layers_before", "fc1"), 20);
+        assert_int_equal(width(s, "layers", "c1"), 6);    /* 8 - floor(0.25 * 8) */
+        assert_int_equal(width(s, "layers", "c2"), 12);   /* 16 - 4 */
+        if (c == 0) {   /* the pre-decision layer: M' from the LDA utility */
+            int m = (int)cJSON_GetObjectItem(s, "m_prime")->valuedouble;
+            assert_true(m >= 1 && m <= 20);
+            assert_int_equal(width(s, "layers", "fc1"), m);
+        } else {
+            assert_int_equal(width(s, "layers", "fc1"), 15);   /* 20 - 5 */
+        }
+        assert_int_equal(width(s, "layers", "fc"), 4);   /* never the classifier */
+        cJSON_Delete(s);
+        s = NULL;
+    }
+}
+
+static void test_push_eigen(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *s = NULL;
+    const char *extra = ",\"push\":{\"epochs\":1,\"separation\":\"eigen\",\"lambda\":1,"
+                        "\"alpha\":0.1,\"gamma\":0.1,\"min_per_class\":3}";
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_TRAIN, 0, 0, NULL, "e0.gppm", NULL, 0, NULL, &err), 0);
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PUSH, 1, 0, "e0.gppm", "e1.gppm", NULL, 0, &s, &err), 0);
+    double v = cJSON_GetObjectItem(s, "val_accuracy")->valuedouble;
+    assert_true(isfinite(v) && v > 0.25);   /* still a classifier */
+    cJSON_Delete(s);
+}
+
+static void test_baselines_to_reference(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *ref = NULL, *s = NULL;
+    const char *extra = ",\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.5,\"finetune_epochs\":0}";
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_TRAIN, 0, 0, NULL, "b0.gppm", NULL, 0, NULL, &err), 0);
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PRUNE, 1, 0, "b0.gppm", "b1.gppm", NULL, 0, &ref, &err), 0);
+    static const gpp_stage_kind kinds[3] = {GPP_STAGE_L1, GPP_STAGE_RANDOM, GPP_STAGE_SCRATCH};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(stage(e, SPEC, extra, kinds[k], 2 + k, 0, "b0.gppm", "bx.gppm", "b1.gppm", 1,
+                               &s, &err), 0);
+        assert_true(cJSON_Compare(cJSON_GetObjectItem(s, "layers"), cJSON_GetObjectItem(ref, "layers"), 1));
+        assert_true(cJSON_GetObjectItem(s, "params")->valuedouble ==
+                    cJSON_GetObjectItem(ref, "params")->valuedouble);
+        cJSON_Delete(s);
+        s = NULL;
+    }
+    /* a baseline without its reference, a push without input: refused */
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_L1, 5, 0, "b0.gppm", "bx.gppm", NULL, 1, NULL, &err),
+                     GPP_EINVAL);
+    assert_string_equal(err.field, "reference");
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PUSH, 5, 0, NULL, "bx.gppm", NULL, 0, NULL, &err),
+                     GPP_EINVAL);
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PUSH, 5, 0, "missing.gppm", "bx.gppm", NULL, 0,
+                           NULL, &err), GPP_ENOTFOUND);
+    cJSON_Delete(ref);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_grow_kept_and_rolled_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_criteria_ratio, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_eigen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_baselines_to_reference, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
