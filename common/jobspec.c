@@ -238,8 +238,8 @@ static const field grow_fields[] = {
 
 static const field push_fields[] = {
     INT("epochs", 0, 1000, 1, push.epochs),
-    NUM("lambda", 0, 0, 100, 0.1, push.lambda),
-    NUM("alpha", 0, 0, 100, 0.1, push.alpha),
+    NUM("lambda", 0, 0, 100, 1, push.lambda),
+    NUM("alpha", 0, 0, 100, 0.02, push.alpha),
     NUM("beta", 0, 0, 100, 0.01, push.beta),
     NUM("gamma", 0, 0, 100, 0.1, push.gamma),
     ENUM("separation", separation_names, GPP_SEPARATION_DIAG, push.separation),
@@ -254,7 +254,7 @@ static const field push_fields[] = {
 };
 
 static const field prune_fields[] = {
-    ENUM("threshold", threshold_names, GPP_THRESHOLD_ETA, prune.threshold),
+    ENUM("threshold", threshold_names, GPP_THRESHOLD_RATIO, prune.threshold),
     NUM("ratio", LO_OPEN | HI_OPEN, 0, 1, 0.3, prune.ratio),
     NUM("eta", LO_OPEN, 0, 10, 0.1, prune.eta),
     NUM("eta_step", 0, 0, 10, 0.1, prune.eta_step),
@@ -262,7 +262,7 @@ static const field prune_fields[] = {
     INT("min_channels", 1, 4096, 1, prune.min_channels),
     NUM("max_accuracy_drop", 0, 0, 1, 0.01, prune.max_accuracy_drop),
     INT("samples_per_class", 1, 10000, 10, prune.samples_per_class),
-    INT("finetune_epochs", 0, 1000, 1, prune.finetune_epochs),
+    INT("finetune_epochs", 0, 1000, 2, prune.finetune_epochs),
     BOOL("reconstruct", 1, prune.reconstruct),
     INT("reconstruct_samples", 16, 65536, 512, prune.reconstruct_samples),
     ENUM("criterion", criterion_names, GPP_CRITERION_GPP, prune.criterion),

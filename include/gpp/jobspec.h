@@ -32,18 +32,18 @@
  *                 widths null or 6 ints 1..4096 (1x1, 3x3-reduce, 3x3,
  *                 double-3x3-reduce, double-3x3, pool-proj)
  *                 [null: the widths of the previous module]
- *   push          epochs int 0..1000 [1]; lambda [0, 100] [0.1]; alpha [0, 100] [0.1];
+ *   push          epochs int 0..1000 [1]; lambda [0, 100] [1]; alpha [0, 100] [0.02];
  *                 beta [0, 100] [0.01]; gamma [0, 100] [0.1];
  *                 separation "diag" | "eigen" ["diag"];
  *                 eigen_k null or int 1..4096 [null: classes - 1];
  *                 eigen_reg (0, 1] [0.001]; keep_fraction (0, 1] [0.5];
  *                 ramp_epochs [0, 100] [1]; ema [0, 1) [0.9]; eps (0, 1] [1e-6];
  *                 min_per_class int 2..1024 [2]; lr null or (0, 10] [null: train.lr]
- *   prune         threshold "eta" | "ratio" ["eta"]; ratio (0, 1) [0.3];
+ *   prune         threshold "eta" | "ratio" ["ratio"]; ratio (0, 1) [0.3];
  *                 eta (0, 10] [0.1]; eta_step [0, 10] [0.1];
  *                 max_layer_fraction (0, 1] [0.5]; min_channels int 1..4096 [1];
  *                 max_accuracy_drop [0, 1] [0.01]; samples_per_class int 1..10000 [10];
- *                 finetune_epochs int 0..1000 [1]; reconstruct bool [true];
+ *                 finetune_epochs int 0..1000 [2]; reconstruct bool [true];
  *                 reconstruct_samples int 16..65536 [512];
  *                 criterion "gpp" | "l1" | "random" ["gpp"];
  *                 lr null or (0, 10] [null: train.lr]
@@ -120,8 +120,8 @@ typedef struct gpp_jobspec_grow {
 
 typedef struct gpp_jobspec_push {
     int epochs;              /* 0..1000 [1] */
-    double lambda;           /* [0, 100] [0.1]: scales alpha, beta, gamma */
-    double alpha;            /* [0, 100] [0.1]: separation term */
+    double lambda;           /* [0, 100] [1]: scales alpha, beta, gamma */
+    double alpha;            /* [0, 100] [0.02]: separation term */
     double beta;             /* [0, 100] [0.01]: covariance term */
     double gamma;            /* [0, 100] [0.1]: alignment term */
     gpp_separation separation; /* [diag] */
@@ -136,7 +136,7 @@ typedef struct gpp_jobspec_push {
 } gpp_jobspec_push;
 
 typedef struct gpp_jobspec_prune {
-    gpp_threshold threshold; /* [eta] */
+    gpp_threshold threshold; /* [ratio] */
     double ratio;            /* (0, 1) [0.3] */
     double eta;              /* (0, 10] [0.1] */
     double eta_step;         /* [0, 10] [0.1] */
@@ -144,7 +144,7 @@ typedef struct gpp_jobspec_prune {
     int min_channels;        /* 1..4096 [1] */
     double max_accuracy_drop; /* [0, 1] [0.01] */
     int samples_per_class;   /* 1..10000 [10] */
-    int finetune_epochs;     /* 0..1000 [1] */
+    int finetune_epochs;     /* 0..1000 [2] */
     bool reconstruct;        /* [true] */
     int reconstruct_samples; /* 16..65536 [512] */
     gpp_criterion criterion; /* [gpp] */

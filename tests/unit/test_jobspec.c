@@ -338,7 +338,7 @@ static const accept_row accepts[] = {
     {"push_lambda_bounds", S("\"push\":{\"lambda\":0,\"alpha\":100}"), "\"lambda\":0,\"alpha\":100,"},
     {"push_eps_tiny", S("\"push\":{\"eps\":1e-300}"), "\"eps\":1e-300,"},
     {"prune_ratio_near_one", S("\"prune\":{\"ratio\":0.999}"), "\"ratio\":0.999,"},
-    {"prune_threshold_ratio", S("\"prune\":{\"threshold\":\"ratio\"}"), "\"threshold\":\"ratio\""},
+    {"prune_threshold_eta", S("\"prune\":{\"threshold\":\"eta\"}"), "\"threshold\":\"eta\""},
     {"prune_criterion_l1", S("\"prune\":{\"criterion\":\"l1\"}"), "\"criterion\":\"l1\""},
     {"prune_reconstruct_false", S("\"prune\":{\"reconstruct\":false}"), "\"reconstruct\":false"},
     {"stop_target_params_max", S("\"stop\":{\"target_params\":9007199254740992}"), "\"target_params\":9007199254740992}"},
@@ -543,8 +543,8 @@ static void test_defaults_filled(void **state)
     for (int i = 0; i < GPP_JOBSPEC_GROW_WIDTHS; i++) assert_int_equal(s->grow.widths[i], 0);
     /* push */
     assert_int_equal(s->push.epochs, 1);
-    assert_true(s->push.lambda == 0.1);
-    assert_true(s->push.alpha == 0.1);
+    assert_true(s->push.lambda == 1.0);
+    assert_true(s->push.alpha == 0.02);
     assert_true(s->push.beta == 0.01);
     assert_true(s->push.gamma == 0.1);
     assert_int_equal(s->push.separation, GPP_SEPARATION_DIAG);
@@ -557,7 +557,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->push.min_per_class, 2);
     assert_true(s->push.lr == 0.0);
     /* prune */
-    assert_int_equal(s->prune.threshold, GPP_THRESHOLD_ETA);
+    assert_int_equal(s->prune.threshold, GPP_THRESHOLD_RATIO);
     assert_true(s->prune.ratio == 0.3);
     assert_true(s->prune.eta == 0.1);
     assert_true(s->prune.eta_step == 0.1);
@@ -565,7 +565,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->prune.min_channels, 1);
     assert_true(s->prune.max_accuracy_drop == 0.01);
     assert_int_equal(s->prune.samples_per_class, 10);
-    assert_int_equal(s->prune.finetune_epochs, 1);
+    assert_int_equal(s->prune.finetune_epochs, 2);
     assert_true(s->prune.reconstruct);
     assert_int_equal(s->prune.reconstruct_samples, 512);
     assert_int_equal(s->prune.criterion, GPP_CRITERION_GPP);
@@ -592,12 +592,12 @@ static void test_defaults_serialised(void **state)
         "\"train\":{\"epochs\":2,\"batch_size\":64,\"lr\":0.01,\"momentum\":0.9,\"nesterov\":false,"
         "\"weight_decay\":0.0005,\"schedule\":\"cosine\",\"step_epochs\":1,\"gamma\":0.1},"
         "\"grow\":{\"enabled\":false,\"max_modules\":4,\"min_gain\":0.002,\"epochs\":1,\"widths\":null},"
-        "\"push\":{\"epochs\":1,\"lambda\":0.1,\"alpha\":0.1,\"beta\":0.01,\"gamma\":0.1,"
+        "\"push\":{\"epochs\":1,\"lambda\":1,\"alpha\":0.02,\"beta\":0.01,\"gamma\":0.1,"
         "\"separation\":\"diag\",\"eigen_k\":null,\"eigen_reg\":0.001,\"keep_fraction\":0.5,"
         "\"ramp_epochs\":1,\"ema\":0.9,\"eps\":1e-06,\"min_per_class\":2,\"lr\":null},"
-        "\"prune\":{\"threshold\":\"eta\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"
+        "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"
-        "\"samples_per_class\":10,\"finetune_epochs\":1,\"reconstruct\":true,"
+        "\"samples_per_class\":10,\"finetune_epochs\":2,\"reconstruct\":true,"
         "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"lr\":null},\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"

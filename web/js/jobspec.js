@@ -62,8 +62,8 @@ export const SECTIONS = [
     title: 'Push',
     fields: [
       { path: 'push.epochs', type: 'int', def: 1, rule: 'integer 0…1000' },
-      { path: 'push.lambda', type: 'num', def: 0.1, rule: '[0, 100]: scales alpha, beta, gamma' },
-      { path: 'push.alpha', type: 'num', def: 0.1, rule: '[0, 100]: separation term' },
+      { path: 'push.lambda', type: 'num', def: 1, rule: '[0, 100]: scales alpha, beta, gamma' },
+      { path: 'push.alpha', type: 'num', def: 0.02, rule: '[0, 100]: separation term' },
       { path: 'push.beta', type: 'num', def: 0.01, rule: '[0, 100]: covariance term' },
       { path: 'push.gamma', type: 'num', def: 0.1, rule: '[0, 100]: alignment term' },
       { path: 'push.separation', type: 'enum', def: 'diag', options: ['diag', 'eigen'], rule: 'separation measure' },
@@ -81,7 +81,7 @@ export const SECTIONS = [
     key: 'prune',
     title: 'Prune',
     fields: [
-      { path: 'prune.threshold', type: 'enum', def: 'eta', options: ['eta', 'ratio'], rule: 'how channels are chosen' },
+      { path: 'prune.threshold', type: 'enum', def: 'ratio', options: ['eta', 'ratio'], rule: 'how channels are chosen' },
       { path: 'prune.ratio', type: 'num', def: 0.3, rule: '(0, 1): fraction pruned per round' },
       { path: 'prune.eta', type: 'num', def: 0.1, rule: '(0, 10]' },
       { path: 'prune.eta_step', type: 'num', def: 0.1, rule: '[0, 10]' },
@@ -89,7 +89,7 @@ export const SECTIONS = [
       { path: 'prune.min_channels', type: 'int', def: 1, rule: 'integer 1…4096' },
       { path: 'prune.max_accuracy_drop', type: 'num', def: 0.01, rule: '[0, 1]' },
       { path: 'prune.samples_per_class', type: 'int', def: 10, rule: 'integer 1…10000' },
-      { path: 'prune.finetune_epochs', type: 'int', def: 1, rule: 'integer 0…1000' },
+      { path: 'prune.finetune_epochs', type: 'int', def: 2, rule: 'integer 0…1000' },
       { path: 'prune.reconstruct', type: 'bool', def: true, rule: 'least-squares reconstruction after pruning' },
       { path: 'prune.reconstruct_samples', type: 'int', def: 512, rule: 'integer 16…65536' },
       { path: 'prune.criterion', type: 'enum', def: 'gpp', options: ['gpp', 'l1', 'random'], rule: 'channel ranking' },

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# GPP results table (bench only, not a registered test).
+#
+#   tests/bench/gpp_table.sh [JOB.json] [--out DIR] [--threads N]
+#
+# Builds the runner if needed, runs JOB (default: the default lenet5 job,
+# {"dataset":"fashion-mnist","model":"lenet5"}) with --baselines, then the
+# ablation "prune alone" (the same job with push.epochs 0), and prints a
+# markdown table: baseline, GPP accuracy-first, GPP size-first, L1, random,
+# scratch (the three at size-first's widths), prune alone (its size-first).
+# Times: baseline = its train stage; GPP rows and prune alone = wall time of
+# the stages up to and including that model (train + push/prune); L1/random/
+# scratch = their own stage.
+#
+# Environment: BUILD (meson build dir, default $ROOT/build), RUNNER (a command
+# taking `JOB.json --out DIR [--baselines] [--threads N]`; default
+# BUILD/worker/gpp-worker run when it has the run command, else
+# BUILD/tests/unit/gpp/run_tool), PY (default /usr/bin/python3).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+PY=${PY:-/usr/bin/python3}
+JOB=""
+OUT=""
+THREADS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --out) OUT=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) JOB=$1; shift ;;
+    esac
+done
+[ -n "$OUT" ] || OUT=$(mktemp -d /tmp/gpp-table.XXXXXX)
+mkdir -p "$OUT"
+
+if [ -z "${RUNNER:-}" ]; then
+    [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" "$ROOT" -Dcuda=disabled >&2
+    if ninja -C "$BUILD" worker/gpp-worker >&2 &&
+        "$BUILD/worker/gpp-worker" 2>&1 | grep -q 'run JOB'; then
+        RUNNER="$BUILD/worker/gpp-worker run"
+    else
+        ninja -C "$BUILD" tests/unit/gpp/run_tool >&2
+        RUNNER="$BUILD/tests/unit/gpp/run_tool"
+    fi
+fi
+
+if [ -z "$JOB" ]; then
+    JOB=$OUT/job.json
+    echo '{"dataset":"fashion-mnist","model":"lenet5"}' > "$JOB"
+fi
+"$PY" - "$JOB" "$OUT/ablation.json" <<'EOF'
+import json, sys
+job = json.load(open(sys.argv[1]))
+job.setdefault("push", {})["epochs"] = 0
+json.dump(job, open(sys.argv[2], "w"))
+EOF
+
+run() { # name job extra-args...
+    local name=$1 job=$2
+    shift 2
+    rm -rf "${OUT:?}/$name"
+    local t0 t1
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    $RUNNER "$job" --out "$OUT/$name" --threads "$THREADS" "$@" > "$OUT/$name.log" 2>&1 ||
+        { echo "$name failed, see $OUT/$name.log" >&2; tail -20 "$OUT/$name.log" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    echo "$t0 $t1" > "$OUT/$name.wall"
+}
+echo "running GPP + baselines -> $OUT/gpp" >&2
+run gpp "$JOB" --baselines
+echo "running prune alone (push.epochs 0) -> $OUT/ablation" >&2
+run ablation "$OUT/ablation.json"
+
+"$PY" - "$OUT" "$JOB" <<'EOF'
+import json, re, sys
+out, jobfile = sys.argv[1], sys.argv[2]
+
+def stage_times(log):
+    # "  03 prune    params ... (12.3 s)" -> {3: 12.3}
+    t = {}
+    for line in open(log):
+        m = re.match(r"\s*(\d+) \S+\s+params .*\(([\d.]+) s\)\s*$", line)
+        if m:
+            t[int(m.group(1))] = float(m.group(2))
+    return t
+
+def through(times, idx):  # the stages 0..idx (the GPP chain; baselines come after)
+    return sum(v for k, v in times.items() if k <= idx)
+
+g = json.load(open(f"{out}/gpp/summary.json"))
+a = json.load(open(f"{out}/ablation/summary.json"))
+gt, at = stage_times(f"{out}/gpp.log"), stage_times(f"{out}/ablation.log")
+base = g["baseline"]
+rows = [("baseline", base, gt.get(base["index"], 0.0)),
+        ("GPP accuracy-first", g["accuracy_first"], through(gt, g["accuracy_first"]["index"])),
+        ("GPP size-first", g["size_first"], through(gt, g["size_first"]["index"]))]
+for k, label in (("l1", "L1-filter (same widths)"), ("random", "random (same widths)"),
+                 ("scratch", "scratch (same widths)")):
+    s = g.get("baselines", {}).get(k)
+    if s:
+        rows.append((label, s, gt.get(s["index"], 0.0)))
+rows.append(("prune alone, size-first", a["size_first"], through(at, a["size_first"]["index"])))
+
+def widths(s):
+    return "-".join(str(l["width"]) for l in s.get("layers", []))
+
+print(f"Job: `{json.dumps(json.load(open(jobfile)), separators=(',', ':'))}`; "
+      f"prune-alone adds push.epochs 0.\n")
+print("| model | widths | params | × fewer | FLOPs | × fewer | val % | test % | Δ test | time s |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+bp, bf, bt = base["params"], base["flops"], base["test_accuracy"]
+for name, s, t in rows:
+    print(f"| {name} | {widths(s)} | {s['params']:,} | {bp / s['params']:.1f} | {s['flops']:,} | "
+          f"{bf / s['flops']:.1f} | {100 * s['val_accuracy']:.2f} | {100 * s['test_accuracy']:.2f} | "
+          f"{100 * (s['test_accuracy'] - bt):+.2f} | {t:.1f} |")
+last_g = max(s["index"] for s in g["stages"])
+print(f"\nGPP job without baselines (train + push/prune stages): {through(gt, last_g):.1f} s; "
+      f"with baselines: {g.get('elapsed_s', 0):.1f} s. Stopped: {g.get('stopped', '-')}. "
+      f"Prune alone stopped: {a.get('stopped', '-')}.")
+EOF
