@@ -1,0 +1,68 @@
+#!/bin/sh
+# The engine against PyTorch on the same machine, in one run (BENCHMARKS.md):
+# for each configuration, PAIRS rounds of
+#   gpp-worker bench  |  torch_peer.py  |  torch_peer.py with GLIBC_TUNABLES
+# alternating, after warm-up steps; the peer's figure of a round is the
+# faster of its two variants.  Prints per configuration the engine's and the
+# peer's median images/s (min..max), the median ratio (min..max) for
+# training and inference, and both peak RSS figures.
+#
+#   tests/bench/engine_vs_torch.sh [BUILD_DIR]
+#   env: PAIRS (5), THREADS (2), CONFIGS ("model:batch:CxHxW:steps ...")
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/../../build}
+worker=$build/worker/gpp-worker
+py=/usr/bin/python3
+pairs=${PAIRS:-5}
+threads=${THREADS:-2}
+configs=${CONFIGS:-"lenet5:64:1x28x28:100 lenet5:256:1x28x28:30 vgg-small:64:1x28x28:20 vgg-small:256:1x28x28:6"}
+tunables='glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:glibc.malloc.top_pad=67108864'
+
+[ -x "$worker" ] || { echo "engine_vs_torch: no $worker (build first)" >&2; exit 1; }
+$py -c 'import torch' 2>/dev/null || { echo "engine_vs_torch: $py has no torch" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+res=$tmp/results
+: > "$res"
+echo "engine_vs_torch: $(nproc) cpus, threads $threads, $pairs pairs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+for cfg in $configs; do
+    model=$(echo "$cfg" | cut -d: -f1)
+    batch=$(echo "$cfg" | cut -d: -f2)
+    input=$(echo "$cfg" | cut -d: -f3)
+    steps=$(echo "$cfg" | cut -d: -f4)
+    desc=$tmp/$model-$input.json
+    "$worker" zoo "$model" --input "$input" > "$desc"
+    i=0
+    while [ "$i" -lt "$pairs" ]; do
+        i=$((i + 1))
+        printf '%s engine %s\n' "$cfg" "$("$worker" bench --model "$model" --batch "$batch" \
+            --steps "$steps" --warmup 3 --threads "$threads" --input "$input")" >> "$res"
+        printf '%s torch %s\n' "$cfg" "$($py "$here/torch_peer.py" --desc "$desc" \
+            --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads")" >> "$res"
+        printf '%s torch-tunables %s\n' "$cfg" "$(GLIBC_TUNABLES=$tunables $py "$here/torch_peer.py" \
+            --desc "$desc" --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads")" >> "$res"
+    done
+done
+$py - "$res" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    cfg, who, js = line.split(" ", 2)
+    rows.setdefault(cfg, {}).setdefault(who, []).append(json.loads(js))
+def fmt(v):
+    return "%.0f (%.0f..%.0f)" % (statistics.median(v), min(v), max(v))
+def rfmt(v):
+    return "%.2fx (%.2f..%.2f)" % (statistics.median(v), min(v), max(v))
+print("%-28s %-6s %-26s %-26s %-22s" % ("config", "", "engine img/s", "torch img/s (best)", "ratio engine/torch"))
+for cfg, d in rows.items():
+    e, t, tt = d["engine"], d["torch"], d["torch-tunables"]
+    for key, label in (("train_images_per_s", "train"), ("infer_images_per_s", "infer")):
+        ev = [x[key] for x in e]
+        pv = [max(a[key], b[key]) for a, b in zip(t, tt)]
+        rv = [a / b for a, b in zip(ev, pv)]
+        print("%-28s %-6s %-26s %-26s %-22s" % (cfg, label, fmt(ev), fmt(pv), rfmt(rv)))
+    er = statistics.median(x["peak_rss_kb"] for x in e)
+    pr = statistics.median(min(a["peak_rss_kb"], b["peak_rss_kb"]) for a, b in zip(t, tt))
+    print("%-28s %-6s %-26s %-26s %-22s" % (cfg, "rss", "%.0f kB" % er, "%.0f kB" % pr, "%.2fx" % (er / pr)))
+PY
