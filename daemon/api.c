@@ -41,6 +41,7 @@ const double api__lat_bounds[API_LAT_BUCKETS] = {
 struct api {
     gppd *d;
     struct MHD_Daemon *mhd;
+    sse_hub *sse;                                    /* event streams */
     uint16_t port;
     atomic_int inflight;                             /* requests not yet completed */
     atomic_uint_fast64_t by_status[500];             /* 100..599 */
@@ -61,7 +62,10 @@ static const api_route routes[] = {
     {"GET", "/api/v1/jobs/{id}/metrics", api__job_metrics, API_AUTH_USER, false},
     {"GET", "/api/v1/jobs/{id}/logs", api__job_logs, API_AUTH_USER, false},
     {"GET", "/api/v1/jobs/{id}/architecture", api__job_architecture, API_AUTH_USER, false},
+    {"GET", "/api/v1/jobs/{id}/events", api__job_events, API_AUTH_USER, false},
+    {"GET", "/api/v1/jobs/{id}/model", api__job_model, API_AUTH_USER, false},
     {"GET", "/api/v1/workers", api__workers_list, API_AUTH_USER, false},
+    {"POST", "/api/v1/workers/{id}/drain", api__worker_drain, API_AUTH_ADMIN, false},
     {"GET", "/api/v1/datasets", api__datasets_list, API_AUTH_USER, false},
     {"POST", "/api/v1/datasets", api__datasets_register, API_AUTH_ADMIN, true},
     {"GET", "/api/v1/datasets/{name}", api__dataset_get, API_AUTH_USER, false},
@@ -137,6 +141,16 @@ static enum MHD_Result queue_reply(api_req *r, unsigned status, struct MHD_Respo
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+enum MHD_Result api__reply_response(api_req *r, unsigned status, struct MHD_Response *resp)
+{
+    return queue_reply(r, status, resp);
+}
+
+sse_hub *api__sse(api_req *r)
+{
+    return r->api->sse;
 }
 
 enum MHD_Result api__reply(api_req *r, unsigned status, const char *ctype, char *body,
@@ -703,6 +717,11 @@ int api_start(api **out, gppd *d, gpp_error *err)
     if (!a)
         return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
     a->d = d;
+    a->sse = api__sse_hub_new(d);
+    if (!a->sse) {
+        free(a);
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "cannot start the event pump");
+    }
     unsigned conn_limit = 1000;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
@@ -725,6 +744,8 @@ int api_start(api **out, gppd *d, gpp_error *err)
         MHD_OPTION_END);
     if (!a->mhd) {
         int e = errno;
+        api__sse_hub_close(a->sse);
+        api__sse_hub_free(a->sse);
         free(a);
         return gpp_error_set(err, GPP_EIO, "io_error", "listen",
                              "cannot listen on %s: %s", d->cfg.listen,
@@ -746,6 +767,7 @@ void api_stop(api *a)
     if (!a)
         return;
     MHD_socket lsock = MHD_quiesce_daemon(a->mhd);
+    api__sse_hub_close(a->sse);        /* event streams end; none stays suspended */
     for (int waited = 0; atomic_load(&a->inflight) > 0 && waited < API_STOP_WAIT_MS;
          waited += 10) {
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -754,6 +776,7 @@ void api_stop(api *a)
     MHD_stop_daemon(a->mhd);
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
+    api__sse_hub_free(a->sse);
     free(a);
 }
 
@@ -818,6 +841,9 @@ enum MHD_Result api__prometheus(api_req *r)
                         (long long)counts[i]);
     gpp__buf_printf(&b, "# HELP gppd_workers Connected workers.\n# TYPE gppd_workers gauge\n"
                         "gppd_workers %lld\n", (long long)workers);
+    gpp__buf_printf(&b, "# HELP gppd_event_streams Open event streams (SSE).\n"
+                        "# TYPE gppd_event_streams gauge\ngppd_event_streams %d\n",
+                    api__sse_count(r->api->sse));
     api__counters(r->api, by_status, buckets, &sum, &count);
     gpp__buf_puts(&b, "# HELP gppd_http_requests_total HTTP requests answered, by status code.\n"
                       "# TYPE gppd_http_requests_total counter\n");

@@ -351,6 +351,29 @@ enum MHD_Result api__workers_list(api_req *r)
         cJSON *lab = w[i].labels ? cJSON_Parse(w[i].labels) : NULL;
         cJSON_AddItemToObject(x, "labels", lab ? lab : cJSON_CreateObject());
         cJSON_AddStringToObject(x, "state", w[i].state ? w[i].state : "");
+        /* "device": the first device, as "cpu" or "cuda:N" */
+        const cJSON *d0 = cJSON_GetArrayItem(dev, 0);
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d0, "kind"));
+        const cJSON *di = cJSON_GetObjectItemCaseSensitive(d0, "index");
+        char dname[32] = "";
+        if (kind && strcmp(kind, "cuda") == 0)
+            snprintf(dname, sizeof dname, "cuda:%d", cJSON_IsNumber(di) ? di->valueint : 0);
+        else if (kind)
+            snprintf(dname, sizeof dname, "%.16s", kind);
+        cJSON_AddItemToObject(x, "device", dname[0] ? cJSON_CreateString(dname)
+                                                    : cJSON_CreateNull());
+        if (w[i].stage_job) {
+            cJSON *sg = cJSON_CreateObject();
+            cJSON_AddStringToObject(sg, "job", w[i].stage_job);
+            cJSON_AddNumberToObject(sg, "stage", w[i].stage_idx);
+            cJSON_AddStringToObject(sg, "kind", w[i].stage_kind);
+            cJSON_AddNumberToObject(sg, "round", w[i].stage_round);
+            cJSON_AddNumberToObject(sg, "attempt", w[i].stage_attempt);
+            cJSON_AddNumberToObject(sg, "progress", w[i].stage_progress);
+            cJSON_AddItemToObject(x, "stage", sg);
+        } else {
+            cJSON_AddNullToObject(x, "stage");
+        }
         cJSON_AddItemToObject(x, "connected_at", api__time(w[i].connected_at));
         cJSON_AddItemToObject(x, "last_seen", api__time(w[i].last_seen));
         cJSON_AddNumberToObject(x, "heartbeat_age_s", (double)(now - w[i].last_seen) / 1000.0);

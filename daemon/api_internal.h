@@ -62,6 +62,8 @@ typedef struct api_req {
  * headers as name/value pairs (NULL-terminated list, may be NULL). */
 enum MHD_Result api__reply(api_req *r, unsigned status, const char *ctype, char *body,
                            size_t len, const char *const *headers);
+/* Queue a response made by the caller (destroyed here) and count it. */
+enum MHD_Result api__reply_response(api_req *r, unsigned status, struct MHD_Response *resp);
 /* Send a cJSON value (deleted) as application/json. */
 enum MHD_Result api__reply_json(api_req *r, unsigned status, cJSON *v,
                                 const char *const *headers);
@@ -114,6 +116,29 @@ enum MHD_Result api__dataset_get(api_req *r);
 enum MHD_Result api__tokens_list(api_req *r);
 enum MHD_Result api__tokens_issue(api_req *r);
 enum MHD_Result api__token_revoke(api_req *r);
+enum MHD_Result api__job_events(api_req *r);
+enum MHD_Result api__job_model(api_req *r);
+enum MHD_Result api__worker_drain(api_req *r);
+
+/* ---- Server-Sent Events (api_events.c) --------------------------------------- */
+/* Every event stream of one HTTP server: a stream with nothing to send is
+ * suspended (MHD_suspend_connection: no thread waits for it) and one pump
+ * thread resumes it when its job has new events, for a heartbeat comment
+ * every API_SSE_HEARTBEAT_MS, or when the server stops. */
+#define API_SSE_HEARTBEAT_MS 15000
+#define API_SSE_PUMP_MS 200
+typedef struct sse_hub sse_hub;
+/* A hub with its pump thread; NULL when out of resources. */
+sse_hub *api__sse_hub_new(struct gppd *d);
+/* End every stream (suspended ones are resumed and finish at once); new
+ * ones end at once too.  Call before waiting for in-flight requests. */
+void api__sse_hub_close(sse_hub *h);
+/* Stop the pump thread and free (after the MHD daemon stopped).  NULL is fine. */
+void api__sse_hub_free(sse_hub *h);
+/* The hub of the request's server. */
+sse_hub *api__sse(api_req *r);
+/* Streams open now (for /metrics). */
+int api__sse_count(sse_hub *h);
 
 /* ---- counters for /metrics ------------------------------------------------- */
 #define API_LAT_BUCKETS 12

@@ -9,6 +9,7 @@
 
 #include "gpp/jobspec.h"
 #include "gpp/sha256.h"
+#include "link.h"
 #include "log.h"
 
 #define JOBS_LIMIT_DEFAULT 50
@@ -46,26 +47,84 @@ static cJSON *summary_numbers(const cJSON *sum)
     return o;
 }
 
-/* {"baseline": first finished stage's numbers, "current": the last's}. */
-static cJSON *job_summary(const store_stage *st, size_t n)
+static double sum_num(const cJSON *o, const char *key, double def)
 {
-    cJSON *out = cJSON_CreateObject(), *first = NULL, *last = NULL;
-    for (size_t i = 0; i < n; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+/* The numbers of stage i's summary, with "stage" and "kind". */
+static cJSON *pick_json(const store_stage *g, const cJSON *sum)
+{
+    cJSON *o = summary_numbers(sum);
+    cJSON_AddNumberToObject(o, "stage", g->idx);
+    cJSON_AddStringToObject(o, "kind", g->kind);
+    return o;
+}
+
+/* {"baseline": the model pruning starts from (the last train/grow result,
+ * else the first finished stage), "current": the last finished stage,
+ * "accuracy_first": the prune result with the best validation accuracy,
+ * "size_first": the prune result with the fewest params within
+ * stop.max_accuracy_drop of the baseline (both the baseline while there is
+ * no prune result) -- the rules of `gpp-worker run`}. */
+static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
+{
+    cJSON *out = cJSON_CreateObject();
+    cJSON **sums = calloc(n ? n : 1, sizeof *sums);
+    int first = -1, last = -1, base = -1;
+    for (size_t i = 0; sums && i < n; i++) {
         if (!stage_done(&st[i]) || !st[i].summary)
             continue;
-        cJSON *sum = cJSON_Parse(st[i].summary);
-        if (!cJSON_IsObject(sum)) {
-            cJSON_Delete(sum);
+        sums[i] = cJSON_Parse(st[i].summary);
+        if (!cJSON_IsObject(sums[i])) {
+            cJSON_Delete(sums[i]);
+            sums[i] = NULL;
             continue;
         }
-        if (!first)
-            first = summary_numbers(sum);
-        cJSON_Delete(last);
-        last = summary_numbers(sum);
-        cJSON_Delete(sum);
+        if (first < 0)
+            first = (int)i;
+        last = (int)i;
+        if (strcmp(st[i].kind, "train") == 0 || strcmp(st[i].kind, "grow") == 0)
+            base = (int)i;
     }
-    cJSON_AddItemToObject(out, "baseline", first ? first : cJSON_CreateNull());
-    cJSON_AddItemToObject(out, "current", last ? last : cJSON_CreateNull());
+    if (base < 0)
+        base = first;
+    double drop = 0.01;
+    cJSON *spec = j->spec ? cJSON_Parse(j->spec) : NULL;
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(spec, "stop");
+    drop = sum_num(stop, "max_accuracy_drop", drop);
+    cJSON_Delete(spec);
+    int acc = base, size = base;
+    double best = -1, small = 1e300;
+    double base_val = base >= 0 ? sum_num(sums[base], "val_accuracy", 0) : 0;
+    for (size_t i = 0; sums && i < n; i++) {
+        if (!sums[i] || strcmp(st[i].kind, "prune") != 0)
+            continue;
+        double v = sum_num(sums[i], "val_accuracy", 0);
+        double p = sum_num(sums[i], "params", 1e300);
+        if (v > best) {
+            best = v;
+            acc = (int)i;
+        }
+        if (v >= base_val - drop - 1e-12 && p < small) {
+            small = p;
+            size = (int)i;
+        }
+    }
+    if (size == base && acc != base)
+        size = acc;
+    cJSON_AddItemToObject(out, "baseline", base >= 0 ? pick_json(&st[base], sums[base])
+                                                     : cJSON_CreateNull());
+    cJSON_AddItemToObject(out, "current", last >= 0 ? pick_json(&st[last], sums[last])
+                                                    : cJSON_CreateNull());
+    cJSON_AddItemToObject(out, "accuracy_first", acc >= 0 ? pick_json(&st[acc], sums[acc])
+                                                          : cJSON_CreateNull());
+    cJSON_AddItemToObject(out, "size_first", size >= 0 ? pick_json(&st[size], sums[size])
+                                                       : cJSON_CreateNull());
+    for (size_t i = 0; sums && i < n; i++)
+        cJSON_Delete(sums[i]);
+    free(sums);
     return out;
 }
 
@@ -139,7 +198,7 @@ static cJSON *job_json(const store_job *j, const store_stage *st, size_t n, bool
         cJSON *arr = cJSON_AddArrayToObject(o, "stages");
         for (size_t i = 0; st && i < n; i++)
             cJSON_AddItemToArray(arr, stage_json(&st[i]));
-        cJSON_AddItemToObject(o, "summary", job_summary(st, n));
+        cJSON_AddItemToObject(o, "summary", job_summary(j, st, n));
     }
     return o;
 }
@@ -409,6 +468,7 @@ enum MHD_Result api__jobs_submit(api_req *r)
         char q[200];
         log_info("job submitted", "job=%s owner=%s stages=%d name=%s", j.id, r->who.name,
                  n_stages, log_quote(j.name, q, sizeof q));
+        link_kick(r->d->link);
     }
     char loc[64];
     snprintf(loc, sizeof loc, "/api/v1/jobs/%s", j.id);
@@ -440,7 +500,8 @@ enum MHD_Result api__job_cancel(api_req *r)
     if (rc != 0)
         return api__reply_gpp(r, &e);
     log_info("job cancelled", "job=%s by=%s running_stages=%d", after.id, r->who.name, running);
-    /* later: the scheduler tells the workers of running stages to stop */
+    if (running > 0)
+        link_cancel_job(r->d->link, after.seq);   /* their workers are told to stop */
     return reply_job(r, 202, &after, NULL);
 }
 
@@ -456,6 +517,7 @@ enum MHD_Result api__job_retry(api_req *r)
     if (rc != 0)
         return api__reply_gpp(r, &e);
     log_info("job retried", "job=%s by=%s", after.id, r->who.name);
+    link_kick(r->d->link);
     return reply_job(r, 202, &after, NULL);
 }
 

@@ -12,6 +12,8 @@
 
 #include "api.h"
 #include "datasets.h"
+#include "link.h"
+#include "locals.h"
 #include "log.h"
 #include "tokens.h"
 #include "util.h"
@@ -195,18 +197,30 @@ fail:
 
 int gppd_start(gppd *d, gpp_error *err)
 {
-    int rc = api_start(&d->api, d, err);
+    int rc = link_start(&d->link, d, err);
     if (rc != 0)
         return rc;
+    rc = api_start(&d->api, d, err);
+    if (rc != 0) {
+        link_stop(d->link);
+        d->link = NULL;
+        return rc;
+    }
     char host[CONFIG_ADDR_MAX];
     int port;
     config_split_addr(d->cfg.listen, host, &port);
     bool v6 = strchr(host, ':') != NULL;
     log_info("listening", "http=%s%s%s:%u web_root=%s", v6 ? "[" : "", host, v6 ? "]" : "",
              (unsigned)api_port(d->api), d->web_root[0] ? d->web_root : "-");
-    if (d->cfg.local_workers > 0)
-        log_warn("--local-workers is not served yet: the worker link comes with the scheduler",
-                 "local_workers=%d", d->cfg.local_workers);
+    if (d->cfg.local_workers > 0) {
+        char addr[CONFIG_ADDR_MAX + 8];
+        link_connect_addr(d->link, addr, sizeof addr);
+        rc = locals_start(&d->locals, d, d->cfg.local_workers, addr, err);
+        if (rc != 0) {
+            gppd_stop(d);
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -217,10 +231,16 @@ uint16_t gppd_http_port(const gppd *d)
 
 void gppd_stop(gppd *d)
 {
-    if (d && d->api) {
+    if (!d)
+        return;
+    locals_stop(d->locals);
+    d->locals = NULL;
+    if (d->api) {
         api_stop(d->api);
         d->api = NULL;
     }
+    link_stop(d->link);
+    d->link = NULL;
 }
 
 void gppd_close(gppd *d)

@@ -4,8 +4,10 @@
  *
  *   gppd_open   data folder (0700, locked), gppd.db (migrations), artifacts,
  *               admin/worker tokens on first start, built-in data sets
- *   gppd_start  the HTTP server (and, later, the worker link and scheduler)
- *   gppd_stop   stop accepting, let in-flight requests finish
+ *   gppd_start  the worker link and scheduler (daemon/link.h, gppd_sched.h), the
+ *               HTTP server, the local workers (daemon/locals.h)
+ *   gppd_stop   local workers give their stages back, stop accepting, let
+ *               in-flight requests finish, close the worker link
  *   gppd_close  close the database and free everything
  */
 #ifndef GPPD_GPPD_H
@@ -20,6 +22,8 @@
 #include "store.h"
 
 struct api;
+struct link_server;
+struct locals;
 
 typedef struct gppd {
     gppd_config cfg;                     /* settings as started */
@@ -31,7 +35,8 @@ typedef struct gppd {
     char admin_token_path[PATH_MAX];     /* DATA_DIR/admin.token */
     char worker_token_path[PATH_MAX];    /* DATA_DIR/worker.token */
     int64_t started_at;                  /* unix ms */
-    /* later: struct link *link; struct sched *sched; */
+    struct link_server *link;            /* worker link + scheduler, NULL until started */
+    struct locals *locals;               /* --local-workers children, NULL when none */
 } gppd;
 
 /* Prepare everything but the network: create DATA_DIR (0700) and lock it
@@ -41,14 +46,18 @@ typedef struct gppd {
  * with *out set, or an error with one clear sentence in *err. */
 int gppd_open(gppd **out, const gppd_config *cfg, gpp_error *err);
 
-/* Start serving HTTP on cfg.listen (port 0: any free port, see
- * gppd_http_port) and log "listening http=ADDR:PORT". */
+/* Start the worker link on cfg.worker_listen (logs "worker link listening
+ * worker=ADDR:PORT"), serve HTTP on cfg.listen (port 0: any free port, see
+ * gppd_http_port; logs "listening http=ADDR:PORT"), then spawn
+ * cfg.local_workers children. */
 int gppd_start(gppd *d, gpp_error *err);
 
 /* The bound HTTP port (after gppd_start), 0 before. */
 uint16_t gppd_http_port(const gppd *d);
 
-/* Stop accepting, wait (bounded) for in-flight requests, stop the server. */
+/* Stop the local workers (their stages go back to the queue), stop
+ * accepting, wait (bounded) for in-flight requests and event streams, stop
+ * the server, close the worker link. */
 void gppd_stop(gppd *d);
 
 /* Stop if needed, close the store and free d. NULL is fine. */

@@ -21,7 +21,8 @@ const char *const store_job_states[STORE_JOB_NSTATES] = {
 #define JOB_COLS JOB_COLS_SPEC("spec")
 #define STAGE_COLS \
     "id, job_seq, idx, kind, round, state, attempt, reason, worker_id, input_sha256, " \
-    "output_sha256, summary, progress, not_before, created_at, started_at, finished_at, updated_at"
+    "output_sha256, summary, progress, not_before, created_at, started_at, finished_at, updated_at, " \
+    "failures"
 #define TOKEN_COLS "id, public_id, name, role, prefix, created_at, revoked_at, hash"
 #define STAGE_FINAL "('succeeded', 'failed', 'cancelled', 'skipped')"
 
@@ -41,6 +42,12 @@ enum stmt_id {
     S_DATASET_INSERT, S_DATASET_GET, S_DATASET_LIST,
     S_WORKER_LIST, S_WORKER_COUNT,
     S_ARTIFACT_INSERT, S_ARTIFACT_EXISTS,
+    /* 0002: the worker link and the scheduler */
+    S_STAGES_RANGE, S_STAGES_SKIP, S_RUNNABLE, S_STAGE_INPUT, S_STAGE_REASON_SET,
+    S_STAGE_PROGRESS, S_STAGES_ACTIVE, S_JOB_LAST_OUTPUT,
+    S_WORKER_UPSERT, S_WORKER_SET, S_WORKER_SEEN, S_WORKER_GET, S_WORKERS_RESET,
+    S_DSFILES_GET, S_DSFILES_DEL, S_DSFILE_INSERT, S_DATASET_SHA, S_DSFILE_BY_SHA,
+    S_ARTIFACT_SIZE, S_EVENT_LAST_JOB,
     S_COUNT
 };
 
@@ -79,12 +86,14 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE stages SET state = ?3, attempt = ?4, reason = ?5,"
         " worker_id = CASE WHEN ?3 = 'assigned' THEN ?6 ELSE COALESCE(?6, worker_id) END,"
         " summary = COALESCE(?7, summary), output_sha256 = COALESCE(?8, output_sha256),"
-        " progress = CASE WHEN ?3 = 'succeeded' THEN 1.0 WHEN ?9 >= 0 THEN ?9 ELSE progress END,"
+        " progress = CASE WHEN ?3 = 'succeeded' THEN 1.0 WHEN ?9 >= 0 THEN ?9"
+        "            WHEN ?3 = 'assigned' THEN 0 ELSE progress END,"
         " not_before = ?10,"
         " started_at = CASE WHEN ?3 IN ('assigned', 'running') THEN COALESCE(started_at, ?11)"
         "              ELSE started_at END,"
         " finished_at = CASE WHEN ?3 IN " STAGE_FINAL " THEN ?11 ELSE NULL END,"
-        " updated_at = ?11"
+        " updated_at = ?11, input_sha256 = COALESCE(?12, input_sha256),"
+        " failures = failures + ?13"
         " WHERE job_seq = ?1 AND idx = ?2",
     [S_STAGE_REASON] =
         "UPDATE stages SET reason = ?3, updated_at = ?4"
@@ -97,7 +106,8 @@ static const char *const stmt_sql[S_COUNT] = {
         " WHERE job_seq = ?1 AND state NOT IN " STAGE_FINAL,
     [S_STAGES_REQUEUE] =
         "UPDATE stages SET state = 'queued',"
-        " reason = CASE WHEN idx = ?2 THEN 'waiting_for_worker' ELSE 'waiting_for_stage' END,"
+        " reason = CASE WHEN idx = ?2 THEN 'waiting_for_worker'"
+        "          ELSE 'waiting_for_previous_stage' END,"
         " worker_id = NULL, progress = 0, not_before = NULL, started_at = NULL,"
         " finished_at = NULL, updated_at = ?3"
         " WHERE job_seq = ?1 AND state NOT IN ('succeeded', 'skipped')",
@@ -147,13 +157,75 @@ static const char *const stmt_sql[S_COUNT] = {
         "SELECT name, format, path, info, sha256, created_at, created_by FROM datasets"
         " WHERE name > ?1 ORDER BY name LIMIT ?2",
     [S_WORKER_LIST] =
-        "SELECT id, name, host, devices, labels, state, threads, stage_id, connected_at,"
-        " last_seen FROM workers WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT w.id, w.name, w.host, w.devices, w.labels, w.state, w.threads, w.stage_id,"
+        " w.connected_at, w.last_seen, j.id, s.idx, s.kind, s.round, s.attempt, s.progress"
+        " FROM workers w LEFT JOIN stages s ON s.id = w.stage_id"
+        " LEFT JOIN jobs j ON j.seq = s.job_seq WHERE w.id > ?1 ORDER BY w.id LIMIT ?2",
     [S_WORKER_COUNT] = "SELECT count(*) FROM workers WHERE state NOT IN ('lost', 'gone')",
     [S_ARTIFACT_INSERT] =
         "INSERT OR IGNORE INTO artifacts (sha256, size, kind, job_seq, stage_idx, created_at)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [S_ARTIFACT_EXISTS] = "SELECT 1 FROM artifacts WHERE sha256 = ?1",
+    [S_STAGES_RANGE] =
+        "SELECT idx, kind, attempt FROM stages WHERE job_seq = ?1 AND idx > ?2 AND idx <= ?3"
+        " AND state = 'queued' ORDER BY idx",
+    [S_STAGES_SKIP] =
+        "UPDATE stages SET state = 'skipped', reason = ?4, finished_at = ?5, updated_at = ?5"
+        " WHERE job_seq = ?1 AND idx > ?2 AND idx <= ?3 AND state = 'queued'",
+    [S_RUNNABLE] =
+        "SELECT j.seq, j.id, j.priority, j.device, s.id, s.idx, s.kind, s.round, s.attempt,"
+        " s.failures, s.reason, s.not_before"
+        " FROM jobs j JOIN stages s ON s.job_seq = j.seq AND s.state = 'queued'"
+        " WHERE j.state IN ('queued', 'running')"
+        " AND (s.idx = 0 OR EXISTS (SELECT 1 FROM stages p WHERE p.job_seq = s.job_seq"
+        "      AND p.idx = s.idx - 1 AND p.state IN ('succeeded', 'skipped')))"
+        " ORDER BY j.priority DESC, j.seq, s.idx LIMIT ?1",
+    [S_STAGE_INPUT] =
+        "SELECT output_sha256 FROM stages WHERE job_seq = ?1 AND idx < ?2"
+        " AND state = 'succeeded' AND output_sha256 IS NOT NULL ORDER BY idx DESC LIMIT 1",
+    [S_STAGE_REASON_SET] =
+        "UPDATE stages SET reason = ?3, updated_at = ?4"
+        " WHERE job_seq = ?1 AND idx = ?2 AND state = 'queued' AND reason IS NOT ?3",
+    [S_STAGE_PROGRESS] =
+        "UPDATE stages SET progress = ?4, updated_at = ?5"
+        " WHERE job_seq = ?1 AND idx = ?2 AND attempt = ?3 AND state IN ('assigned', 'running')",
+    [S_STAGES_ACTIVE] =
+        "SELECT j.seq, j.id, s.id, s.idx, s.attempt, s.state, s.worker_id"
+        " FROM stages s JOIN jobs j ON j.seq = s.job_seq"
+        " WHERE s.state IN ('assigned', 'running') AND j.state IN ('queued', 'running')"
+        " ORDER BY s.id",
+    [S_JOB_LAST_OUTPUT] =
+        "SELECT s.output_sha256 FROM stages s JOIN jobs j ON j.seq = s.job_seq"
+        " WHERE j.id = ?1 AND s.state = 'succeeded' AND s.output_sha256 IS NOT NULL"
+        " ORDER BY s.idx DESC LIMIT 1",
+    [S_WORKER_UPSERT] =
+        "INSERT INTO workers (id, name, host, devices, threads, labels, state, stage_id,"
+        " connected_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+        " ON CONFLICT(id) DO UPDATE SET name = ?2, host = ?3, devices = ?4, threads = ?5,"
+        " labels = ?6, state = ?7, stage_id = ?8, connected_at = ?9, last_seen = ?9",
+    [S_WORKER_SET] =
+        "UPDATE workers SET state = COALESCE(?2, state),"
+        " stage_id = CASE WHEN ?3 < 0 THEN stage_id WHEN ?3 = 0 THEN NULL ELSE ?3 END,"
+        " last_seen = COALESCE(?4, last_seen) WHERE id = ?1",
+    [S_WORKER_SEEN] = "UPDATE workers SET last_seen = ?2 WHERE id = ?1",
+    [S_WORKER_GET] =
+        "SELECT state, stage_id FROM workers WHERE id = ?1",
+    [S_WORKERS_RESET] =
+        "UPDATE workers SET state = 'gone', stage_id = NULL"
+        " WHERE state NOT IN ('lost', 'gone') AND (stage_id IS NULL OR stage_id NOT IN"
+        " (SELECT id FROM stages WHERE state IN ('assigned', 'running')))",
+    [S_DSFILES_GET] =
+        "SELECT name, size, mtime, sha256 FROM dataset_files WHERE dataset = ?1 ORDER BY name",
+    [S_DSFILES_DEL] = "DELETE FROM dataset_files WHERE dataset = ?1",
+    [S_DSFILE_INSERT] =
+        "INSERT INTO dataset_files (dataset, name, size, mtime, sha256)"
+        " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_DATASET_SHA] = "UPDATE datasets SET sha256 = ?2 WHERE name = ?1",
+    [S_DSFILE_BY_SHA] =
+        "SELECT d.path, f.name, f.size FROM dataset_files f JOIN datasets d ON d.name = f.dataset"
+        " WHERE f.sha256 = ?1 LIMIT 1",
+    [S_ARTIFACT_SIZE] = "SELECT size FROM artifacts WHERE sha256 = ?1",
+    [S_EVENT_LAST_JOB] = "SELECT max(id) FROM events WHERE job_seq = ?1",
 };
 
 /* The job-list statements, one per combination of filters (bit 0 state,
@@ -958,7 +1030,7 @@ int store_job_create(store *s, const store_job_new *in, store_job *out, bool *ex
         bind_text(q, 3, in->stages[i].kind);
         sqlite3_bind_int(q, 4, in->stages[i].round);
         bind_text(q, 5, i == 0 ? (in->first_reason ? in->first_reason : "waiting_for_worker")
-                               : "waiting_for_stage");
+                               : "waiting_for_previous_stage");
         sqlite3_bind_int64(q, 6, now);
         rc = exec_stmt(s, q, "stage insert", err);
         if (rc != 0)
@@ -1254,7 +1326,8 @@ int store_job_retry(store *s, int64_t job_seq, const char *who, store_job *out,
     for (int i = 0; rc == 0 && i < n_open; i++)
         rc = event_stage(s, job_seq, j.id, open[i].idx, open[i].kind, "queued",
                          open[i].attempt,
-                         open[i].idx == first ? "waiting_for_worker" : "waiting_for_stage",
+                         open[i].idx == first ? "waiting_for_worker"
+                                              : "waiting_for_previous_stage",
                          NULL, err);
     const char *state = any ? "queued" : "succeeded";
     if (rc == 0)
@@ -1314,6 +1387,7 @@ static void row_stage(sqlite3_stmt *q, store_stage *g)
     g->started_at = col_time(q, 15);
     g->finished_at = col_time(q, 16);
     g->updated_at = col_time(q, 17);
+    g->failures = sqlite3_column_int(q, 18);
 }
 
 int store_stage_list(store *s, int64_t job_seq, store_stage **out, size_t *n, gpp_error *err)
@@ -1440,10 +1514,26 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
     sqlite3_bind_double(q, 9, c->progress);
     bind_time(q, 10, strcmp(c->state, "queued") == 0 ? c->not_before : 0);
     sqlite3_bind_int64(q, 11, now);
+    bind_text(q, 12, assign ? c->input_sha256 : NULL);
+    sqlite3_bind_int(q, 13, c->add_failure ? 1 : 0);
     rc = exec_stmt(s, q, "stage update", err);
     if (rc == 0)
         rc = event_stage(s, job_seq, j.id, idx, g.kind, c->state, attempt, c->reason,
                          assign ? c->worker_id : g.worker_id, err);
+    if (rc == 0 && c->output_sha256 && c->output_size > 0) {
+        q = st(s, S_ARTIFACT_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        bind_text(q, 1, c->output_sha256);
+        sqlite3_bind_int64(q, 2, c->output_size);
+        bind_text(q, 3, "checkpoint");
+        sqlite3_bind_int64(q, 4, job_seq);
+        sqlite3_bind_int(q, 5, idx);
+        sqlite3_bind_int64(q, 6, now);
+        rc = exec_stmt(s, q, "artifact insert", err);
+    }
     if (rc != 0)
         goto out;
     /* the job follows its stages */
@@ -1458,9 +1548,51 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
         }
     } else if (strcmp(c->state, "succeeded") == 0 || strcmp(c->state, "skipped") == 0) {
         stages_done++;
+        int next = idx + 1;
+        if (strcmp(c->state, "succeeded") == 0 && c->skip_through > idx) {
+            /* the stages the job no longer needs (grow stopped paying, a stop rule) */
+            struct { int idx, attempt; char kind[12]; } sk[256];
+            int n_sk = 0, src2;
+            q = st(s, S_STAGES_RANGE, err);
+            if (!q) {
+                rc = GPP_EIO;
+                goto out;
+            }
+            sqlite3_bind_int64(q, 1, job_seq);
+            sqlite3_bind_int(q, 2, idx);
+            sqlite3_bind_int(q, 3, c->skip_through);
+            while ((src2 = sqlite3_step(q)) == SQLITE_ROW && n_sk < 256) {
+                sk[n_sk].idx = sqlite3_column_int(q, 0);
+                col_copy(q, 1, sk[n_sk].kind, sizeof sk[n_sk].kind);
+                sk[n_sk].attempt = sqlite3_column_int(q, 2);
+                n_sk++;
+            }
+            done(q);
+            q = st(s, S_STAGES_SKIP, err);
+            if (!q) {
+                rc = GPP_EIO;
+                goto out;
+            }
+            sqlite3_bind_int64(q, 1, job_seq);
+            sqlite3_bind_int(q, 2, idx);
+            sqlite3_bind_int(q, 3, c->skip_through);
+            bind_text(q, 4, c->skip_reason);
+            sqlite3_bind_int64(q, 5, now);
+            rc = exec_stmt(s, q, "stage skip", err);
+            if (rc == 0)
+                stages_done += sqlite3_changes(s->db);
+            for (int i = 0; rc == 0 && i < n_sk; i++)
+                rc = event_stage(s, job_seq, j.id, sk[i].idx, sk[i].kind, "skipped",
+                                 sk[i].attempt, c->skip_reason, NULL, err);
+            if (rc != 0)
+                goto out;
+            next = c->skip_through + 1;
+        }
         if (stages_done >= j.stages_total) {
             jstate = "succeeded";
             finished = now;
+            if (c->job_reason)
+                jreason = c->job_reason;
         } else {
             jstate = j.state;
             q = st(s, S_STAGE_REASON, err);
@@ -1469,7 +1601,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
                 goto out;
             }
             sqlite3_bind_int64(q, 1, job_seq);
-            sqlite3_bind_int(q, 2, idx + 1);
+            sqlite3_bind_int(q, 2, next);
             bind_text(q, 3, "waiting_for_worker");
             sqlite3_bind_int64(q, 4, now);
             rc = exec_stmt(s, q, "stage reason", err);
@@ -1487,8 +1619,9 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
         bool changed = strcmp(jstate, j.state) != 0;
         rc = job_set(s, job_seq, jstate, jreason, started, finished, stages_done, err);
         if (rc == 0 && changed)
-            rc = event_job(s, job_seq, j.id, jstate, finished && strcmp(jstate, "failed") == 0
-                                                         ? jreason : NULL, err);
+            rc = event_job(s, job_seq, j.id, jstate,
+                           finished && (strcmp(jstate, "failed") == 0 || c->job_reason)
+                               ? jreason : NULL, err);
         if (rc != 0)
             goto out;
     }
@@ -1549,8 +1682,8 @@ static int metric_name_id(store *s, int64_t job_seq, const char *name, int64_t *
     return exec_stmt(s, q, "job metric name", err);
 }
 
-int store_metrics_insert(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
-                         size_t *inserted, gpp_error *err)
+static int metrics_insert(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
+                          const char *event_data, size_t *inserted, gpp_error *err)
 {
     if (inserted)
         *inserted = 0;
@@ -1615,6 +1748,11 @@ int store_metrics_insert(store *s, int64_t job_seq, const store_metric_point *p,
         }
         added += (size_t)sqlite3_changes(s->db);
     }
+    if (event_data) {
+        rc = event_add(s, job_seq, "metrics", event_data, err);
+        if (rc != 0)
+            goto out;
+    }
     rc = tx_commit(s, err);
 out:
     if (rc != 0)
@@ -1623,6 +1761,18 @@ out:
         *inserted = added;
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+int store_metrics_insert(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
+                         size_t *inserted, gpp_error *err)
+{
+    return metrics_insert(s, job_seq, p, n, NULL, inserted, err);
+}
+
+int store_metrics_ingest(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
+                         const char *event_data, size_t *inserted, gpp_error *err)
+{
+    return metrics_insert(s, job_seq, p, n, event_data, inserted, err);
 }
 
 void store_metrics_result_clear(store_metrics_result *r)
@@ -1911,6 +2061,21 @@ int64_t store_event_last_id(store *s)
     return id;
 }
 
+int64_t store_event_last_id_job(store *s, int64_t job_seq)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t id = 0;
+    sqlite3_stmt *q = st(s, S_EVENT_LAST_JOB, NULL);
+    if (q) {
+        sqlite3_bind_int64(q, 1, job_seq);
+        if (sqlite3_step(q) == SQLITE_ROW)
+            id = col_time(q, 0);
+    }
+    done(q);
+    pthread_mutex_unlock(&s->mu);
+    return id;
+}
+
 int store_log_append(store *s, int64_t job_seq, int stage_idx, const char *level,
                      const char *source, const char *message, gpp_error *err)
 {
@@ -2119,6 +2284,7 @@ void store_worker_free(store_worker *w, size_t n)
         free(w[i].devices);
         free(w[i].labels);
         free(w[i].state);
+        free(w[i].stage_job);
     }
     free(w);
 }
@@ -2158,6 +2324,12 @@ int store_worker_list(store *s, const char *after, int limit, store_worker **out
         w->stage_id = col_time(q, 7);
         w->connected_at = col_time(q, 8);
         w->last_seen = col_time(q, 9);
+        w->stage_job = col_dup(q, 10);
+        w->stage_idx = sqlite3_column_int(q, 11);
+        col_copy(q, 12, w->stage_kind, sizeof w->stage_kind);
+        w->stage_round = sqlite3_column_int(q, 13);
+        w->stage_attempt = sqlite3_column_int(q, 14);
+        w->stage_progress = sqlite3_column_double(q, 15);
     }
     done(q);
     if (src != SQLITE_DONE && src != SQLITE_ROW) {
@@ -2235,6 +2407,502 @@ int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err)
         rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : db_fail(s, src, "artifact", err);
         done(q);
     }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_artifact_size(store *s, const char *sha256_hex, int64_t *size, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_ARTIFACT_SIZE, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, sha256_hex);
+        int src = sqlite3_step(q);
+        if (src == SQLITE_ROW)
+            *size = sqlite3_column_int64(q, 0);
+        else if (src == SQLITE_DONE)
+            rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no such artifact");
+        else
+            rc = db_fail(s, src, "artifact", err);
+        done(q);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- the scheduler and the worker link ----------------------------------- */
+
+int store_runnable_list(store *s, int limit, store_runnable **out, size_t *n, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    store_runnable *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0;
+    sqlite3_stmt *q = st(s, S_RUNNABLE, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int(q, 1, limit);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW && k < (size_t)limit) {
+        store_runnable *r = &arr[k++];
+        r->job_seq = sqlite3_column_int64(q, 0);
+        col_copy(q, 1, r->job_id, sizeof r->job_id);
+        r->priority = sqlite3_column_int(q, 2);
+        col_copy(q, 3, r->device, sizeof r->device);
+        r->stage_id = sqlite3_column_int64(q, 4);
+        r->idx = sqlite3_column_int(q, 5);
+        col_copy(q, 6, r->kind, sizeof r->kind);
+        r->round = sqlite3_column_int(q, 7);
+        r->attempt = sqlite3_column_int(q, 8);
+        r->failures = sqlite3_column_int(q, 9);
+        col_copy(q, 10, r->reason, sizeof r->reason);
+        r->not_before = col_time(q, 11);
+    }
+    done(q);
+    if (src != SQLITE_DONE && src != SQLITE_ROW) {
+        rc = db_fail(s, src, "runnable stages", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(arr);
+    return rc;
+}
+
+int store_stage_set_reason(store *s, int64_t job_seq, int idx, const char *reason,
+                           gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_STAGE_REASON_SET, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        sqlite3_bind_int64(q, 1, job_seq);
+        sqlite3_bind_int(q, 2, idx);
+        bind_text(q, 3, reason);
+        sqlite3_bind_int64(q, 4, gpp__now_ms());
+        rc = exec_stmt(s, q, "stage reason", err);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* Run a one-column text query with an int64 and an int / a text bound;
+ * copy the value into hex (64 hex digits). */
+static int query_hex(store *s, sqlite3_stmt *q, char hex[65], const char *what, gpp_error *err)
+{
+    int src = sqlite3_step(q);
+    int rc = 0;
+    hex[0] = '\0';
+    if (src == SQLITE_ROW)
+        col_copy(q, 0, hex, 65);
+    else if (src == SQLITE_DONE)
+        rc = GPP_ENOTFOUND;
+    else
+        rc = db_fail(s, src, what, err);
+    done(q);
+    return rc;
+}
+
+int store_stage_input(store *s, int64_t job_seq, int idx, char hex[65], gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc;
+    sqlite3_stmt *q = st(s, S_STAGE_INPUT, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        sqlite3_bind_int64(q, 1, job_seq);
+        sqlite3_bind_int(q, 2, idx);
+        rc = query_hex(s, q, hex, "stage input", err);
+        if (rc == GPP_ENOTFOUND)
+            rc = 0;                  /* no earlier output: hex is "" */
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_job_last_output(store *s, const char *job_id, char hex[65], gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc;
+    sqlite3_stmt *q = st(s, S_JOB_LAST_OUTPUT, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, job_id);
+        rc = query_hex(s, q, hex, "job output", err);
+        if (rc == GPP_ENOTFOUND)
+            gpp_error_set(err, rc, "not_found", "", "job %s has no finished stage", job_id);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_job_get_seq(store *s, int64_t seq, store_job *out, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = job_load(s, S_JOB_BY_SEQ, seq, NULL, out, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_stage_progress(store *s, int64_t job_seq, int idx, int attempt, double progress,
+                         gpp_error *err)
+{
+    if (!(progress >= 0.0))
+        progress = 0.0;
+    if (progress > 1.0)
+        progress = 1.0;
+    pthread_mutex_lock(&s->mu);
+    store_job j = {0};
+    int64_t now = gpp__now_ms();
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_STAGE_PROGRESS, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int(q, 2, idx);
+    sqlite3_bind_int(q, 3, attempt);
+    sqlite3_bind_double(q, 4, progress);
+    sqlite3_bind_int64(q, 5, now);
+    rc = exec_stmt(s, q, "stage progress", err);
+    if (rc == 0 && sqlite3_changes(s->db) > 0) {
+        rc = job_load(s, S_JOB_BY_SEQ, job_seq, NULL, &j, err);
+        if (rc == 0) {
+            char data[160];
+            snprintf(data, sizeof data,
+                     "{\"job\":\"%s\",\"stage\":%d,\"attempt\":%d,\"progress\":%.4f}", j.id, idx,
+                     attempt, progress);
+            rc = event_add(s, job_seq, "progress", data, err);
+        }
+    }
+    if (rc == 0)
+        rc = tx_commit(s, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    store_job_clear(&j);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_stages_active(store *s, store_active **out, size_t *n, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0, cap = 0;
+    store_active *arr = NULL;
+    sqlite3_stmt *q = st(s, S_STAGES_ACTIVE, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            store_active *na = realloc(arr, ncap * sizeof *na);
+            if (!na) {
+                done(q);
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+                goto out;
+            }
+            arr = na;
+            cap = ncap;
+        }
+        store_active *a = &arr[k++];
+        memset(a, 0, sizeof *a);
+        a->job_seq = sqlite3_column_int64(q, 0);
+        col_copy(q, 1, a->job_id, sizeof a->job_id);
+        a->stage_id = sqlite3_column_int64(q, 2);
+        a->idx = sqlite3_column_int(q, 3);
+        a->attempt = sqlite3_column_int(q, 4);
+        col_copy(q, 5, a->state, sizeof a->state);
+        col_copy(q, 6, a->worker_id, sizeof a->worker_id);
+    }
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "active stages", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(arr);
+    return rc;
+}
+
+int store_worker_upsert(store *s, const char *id, const char *name, const char *host,
+                        const char *devices, int threads, const char *labels,
+                        const char *state, int64_t stage_id, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_WORKER_UPSERT, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, id);
+        bind_text(q, 2, name);
+        bind_text(q, 3, host);
+        bind_text(q, 4, devices ? devices : "[]");
+        sqlite3_bind_int(q, 5, threads);
+        bind_text(q, 6, labels ? labels : "{}");
+        bind_text(q, 7, state);
+        if (stage_id > 0)
+            sqlite3_bind_int64(q, 8, stage_id);
+        else
+            sqlite3_bind_null(q, 8);
+        sqlite3_bind_int64(q, 9, gpp__now_ms());
+        rc = exec_stmt(s, q, "worker upsert", err);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_worker_set(store *s, const char *id, const char *state, int64_t stage_id,
+                     int64_t last_seen, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, state || stage_id >= 0 ? S_WORKER_SET : S_WORKER_SEEN, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else if (state || stage_id >= 0) {
+        bind_text(q, 1, id);
+        bind_text(q, 2, state);
+        sqlite3_bind_int64(q, 3, stage_id);
+        bind_time(q, 4, last_seen);
+        rc = exec_stmt(s, q, "worker update", err);
+    } else {
+        bind_text(q, 1, id);
+        sqlite3_bind_int64(q, 2, last_seen ? last_seen : gpp__now_ms());
+        rc = exec_stmt(s, q, "worker seen", err);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_worker_state(store *s, const char *id, char state[16], gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    state[0] = '\0';
+    sqlite3_stmt *q = st(s, S_WORKER_GET, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, id);
+        int src = sqlite3_step(q);
+        if (src == SQLITE_ROW)
+            col_copy(q, 0, state, 16);
+        else if (src == SQLITE_DONE)
+            rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no worker '%.64s'", id);
+        else
+            rc = db_fail(s, src, "worker", err);
+        done(q);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_workers_reset(store *s, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_WORKERS_RESET, err);
+    if (!q)
+        rc = GPP_EIO;
+    else
+        rc = exec_stmt(s, q, "workers reset", err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_dataset_files_get(store *s, const char *dataset, store_dataset_file **out,
+                            size_t *n, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0, src;
+    size_t k = 0, cap = 0;
+    store_dataset_file *arr = NULL;
+    sqlite3_stmt *q = st(s, S_DSFILES_GET, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, dataset);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (k == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            store_dataset_file *na = realloc(arr, ncap * sizeof *na);
+            if (!na) {
+                done(q);
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+                goto out;
+            }
+            arr = na;
+            cap = ncap;
+        }
+        store_dataset_file *f = &arr[k++];
+        memset(f, 0, sizeof *f);
+        col_copy(q, 0, f->name, sizeof f->name);
+        f->size = sqlite3_column_int64(q, 1);
+        f->mtime = sqlite3_column_int64(q, 2);
+        col_copy(q, 3, f->sha256, sizeof f->sha256);
+    }
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "data set files", err);
+        goto out;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(arr);
+    return rc;
+}
+
+int store_dataset_files_put(store *s, const char *dataset, const store_dataset_file *f,
+                            size_t n, const char *set_sha256, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_DSFILES_DEL, err);
+    if (!q) {
+        rc = GPP_EIO;
+        goto out;
+    }
+    bind_text(q, 1, dataset);
+    rc = exec_stmt(s, q, "data set files", err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        q = st(s, S_DSFILE_INSERT, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        bind_text(q, 1, dataset);
+        bind_text(q, 2, f[i].name);
+        sqlite3_bind_int64(q, 3, f[i].size);
+        sqlite3_bind_int64(q, 4, f[i].mtime);
+        bind_text(q, 5, f[i].sha256);
+        rc = exec_stmt(s, q, "data set file", err);
+    }
+    if (rc == 0) {
+        q = st(s, S_DATASET_SHA, err);
+        if (!q) {
+            rc = GPP_EIO;
+            goto out;
+        }
+        bind_text(q, 1, dataset);
+        bind_text(q, 2, set_sha256);
+        rc = exec_stmt(s, q, "data set sha256", err);
+    }
+    if (rc == 0)
+        rc = tx_commit(s, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_dataset_file_by_sha(store *s, const char *sha256_hex, char **path, int64_t *size,
+                              gpp_error *err)
+{
+    *path = NULL;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_DSFILE_BY_SHA, err);
+    if (!q) {
+        rc = GPP_EIO;
+    } else {
+        bind_text(q, 1, sha256_hex);
+        int src = sqlite3_step(q);
+        if (src == SQLITE_ROW) {
+            const char *dir = (const char *)sqlite3_column_text(q, 0);
+            const char *name = (const char *)sqlite3_column_text(q, 1);
+            size_t len = strlen(dir ? dir : "") + strlen(name ? name : "") + 2;
+            *path = malloc(len);
+            if (*path)
+                snprintf(*path, len, "%s/%s", dir ? dir : "", name ? name : "");
+            else
+                rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+            *size = sqlite3_column_int64(q, 2);
+        } else if (src == SQLITE_DONE) {
+            rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no data set file %.64s",
+                               sha256_hex);
+        } else {
+            rc = db_fail(s, src, "data set file", err);
+        }
+        done(q);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx,
+                    const char *level, const char *source, const char *message,
+                    gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc == 0)
+        rc = log_add(s, job_seq, stage_idx, level, source, message, err);
+    if (rc == 0) {
+        int64_t id = sqlite3_last_insert_rowid(s->db);
+        char t[32];
+        gpp__fmt_time(gpp__now_ms(), t);
+        gpp__buf b = {0};
+        gpp__buf_puts(&b, "{\"job\":");
+        gpp__buf_json_str(&b, job_id);
+        gpp__buf_printf(&b, ",\"id\":%lld,\"stage\":", (long long)id);
+        if (stage_idx >= 0)
+            gpp__buf_printf(&b, "%d", stage_idx);
+        else
+            gpp__buf_puts(&b, "null");
+        gpp__buf_printf(&b, ",\"time\":\"%s\",\"level\":", t);
+        gpp__buf_json_str(&b, level);
+        gpp__buf_puts(&b, ",\"source\":");
+        gpp__buf_json_str(&b, source);
+        gpp__buf_puts(&b, ",\"message\":");
+        gpp__buf_json_str(&b, message);
+        gpp__buf_puts(&b, "}");
+        char *data = gpp__buf_take(&b, NULL);
+        rc = data ? event_add(s, job_seq, "log", data, err)
+                  : gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+        free(data);
+    }
+    if (rc == 0)
+        rc = tx_commit(s, err);
+    if (rc != 0)
+        tx_rollback(s);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -120,6 +120,7 @@ typedef struct store_stage {
     char *reason, *worker_id, *input_sha256, *output_sha256, *summary;
     double progress;          /* 0..1 */
     int64_t not_before, created_at, started_at, finished_at, updated_at;
+    int failures;             /* failed attempts so far (the max_restarts budget) */
 } store_stage;
 
 /* Clear and free an array of n stages. */
@@ -194,11 +195,21 @@ typedef struct store_stage_change {
     const char *output_sha256; /* NULL keeps */
     double progress;           /* < 0 keeps */
     int64_t not_before;        /* with "queued": earliest retry time, 0 none */
+    const char *input_sha256;  /* with "assigned": the input checkpoint; NULL keeps */
+    int add_failure;           /* 1: count a failed attempt (failures + 1) */
+    int64_t output_size;       /* > 0 with output_sha256: record the artifact (checkpoint
+                                  of this job and stage) in the same transaction */
+    int skip_through;          /* with "succeeded": queued stages idx+1 .. skip_through
+                                  become "skipped" (0: none) */
+    const char *skip_reason;   /* their reason ("grow stopped paying", "stopped: ...") */
+    const char *job_reason;    /* with "succeeded": the job's reason when it ends now */
 } store_stage_change;
 
 /* Move stage `idx` of a job to c->state, with the job following: the first
  * stage "assigned" (attempt + 1) or "running" makes the job running; a stage
- * "succeeded"/"skipped" counts as done and the job succeeds after the last;
+ * "succeeded"/"skipped" counts as done (and so do the stages c->skip_through
+ * skips) and the job succeeds after the last; the next queued stage's reason
+ * becomes waiting_for_worker;
  * "failed" fails the job with the stage's reason.  Refused ("conflict") when
  * the job has finished, the stage has finished, or the attempt does not
  * match.  Events written in the same transaction.  *attempt_out (may be
@@ -288,6 +299,8 @@ void store_event_free(store_event *ev, size_t n);
 
 /* The id of the newest event, 0 when none. */
 int64_t store_event_last_id(store *s);
+/* The id of a job's newest event, 0 when none. */
+int64_t store_event_last_id_job(store *s, int64_t job_seq);
 
 typedef struct store_log {
     int64_t id;
@@ -332,6 +345,10 @@ typedef struct store_worker {
     int threads;
     int64_t stage_id;          /* 0: none */
     int64_t connected_at, last_seen;
+    char *stage_job;           /* the current stage's job id, NULL when none */
+    int stage_idx, stage_round, stage_attempt;
+    char stage_kind[12];
+    double stage_progress;
 } store_worker;
 
 /* Workers with id > after (NULL: from the start), by id, at most limit. */
@@ -347,5 +364,108 @@ int store_artifact_insert(store *s, const char *sha256_hex, int64_t size, const 
                           int64_t job_seq, int stage_idx, gpp_error *err);
 /* 1 when the artifact is recorded, 0 when not, < 0 on error. */
 int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err);
+/* The recorded size of an artifact: 0 with *size, GPP_ENOTFOUND, or an error. */
+int store_artifact_size(store *s, const char *sha256_hex, int64_t *size, gpp_error *err);
+
+/* ---- the scheduler and the worker link (migration 0002) ------------------ */
+
+/* A queued stage whose predecessor is done (or the first), of a job that is
+ * queued or running: what the scheduler may hand out. */
+typedef struct store_runnable {
+    int64_t job_seq;
+    char job_id[16];
+    int priority;
+    char device[8];            /* "any", "cpu", "gpu" */
+    int64_t stage_id;          /* stages.id */
+    int idx, round, attempt, failures;
+    char kind[12];
+    char reason[40];           /* current reason ("" when NULL) */
+    int64_t not_before;        /* retry back-off until (unix ms), 0 none */
+} store_runnable;
+
+/* Up to `limit` runnable stages, highest job priority first, then oldest job
+ * (FIFO), then chain order.  Free *out with free(). */
+int store_runnable_list(store *s, int limit, store_runnable **out, size_t *n, gpp_error *err);
+
+/* Set the reason of a queued stage (no-op when it is not queued or the
+ * reason is the same). */
+int store_stage_set_reason(store *s, int64_t job_seq, int idx, const char *reason,
+                           gpp_error *err);
+
+/* The input checkpoint of stage idx: the output of the latest succeeded stage
+ * before it.  0 with hex filled, "" when there is none (a first stage). */
+int store_stage_input(store *s, int64_t job_seq, int idx, char hex[65], gpp_error *err);
+
+/* The output of a job's latest succeeded stage, by job id (a checkpoint
+ * model's reference).  0, or GPP_ENOTFOUND. */
+int store_job_last_output(store *s, const char *job_id, char hex[65], gpp_error *err);
+
+/* A job by seq (spec included). */
+int store_job_get_seq(store *s, int64_t seq, store_job *out, gpp_error *err);
+
+/* Record a running stage's progress (0..1) and a "progress" event; ignored
+ * unless the stage is assigned/running with this attempt. */
+int store_stage_progress(store *s, int64_t job_seq, int idx, int attempt, double progress,
+                         gpp_error *err);
+
+/* A stage some worker holds (assigned or running) in an unfinished job. */
+typedef struct store_active {
+    int64_t job_seq;
+    char job_id[16];
+    int64_t stage_id;
+    int idx, attempt;
+    char state[16];
+    char worker_id[65];        /* "" when none */
+} store_active;
+
+/* Every assigned/running stage of unfinished jobs (start-up reconciliation).
+ * Free *out with free(). */
+int store_stages_active(store *s, store_active **out, size_t *n, gpp_error *err);
+
+/* Insert or replace a worker's row at hello (connected_at = last_seen = now).
+ * devices: JSON list, labels: JSON object; stage_id 0 for none. */
+int store_worker_upsert(store *s, const char *id, const char *name, const char *host,
+                        const char *devices, int threads, const char *labels,
+                        const char *state, int64_t stage_id, gpp_error *err);
+/* Change a worker's state (NULL keeps), stage (-1 keeps, 0 none) and
+ * last_seen (0 keeps). */
+int store_worker_set(store *s, const char *id, const char *state, int64_t stage_id,
+                     int64_t last_seen, gpp_error *err);
+/* A worker's state ("" when unknown: GPP_ENOTFOUND). */
+int store_worker_state(store *s, const char *id, char state[16], gpp_error *err);
+/* At start: workers left idle/busy/draining by the previous run become
+ * "gone", unless they hold an assigned/running stage (they may re-attach). */
+int store_workers_reset(store *s, gpp_error *err);
+
+/* One file of a registered data set, with its hash. */
+typedef struct store_dataset_file {
+    char name[129];
+    int64_t size, mtime;
+    char sha256[65];
+} store_dataset_file;
+
+/* The hashed files of a data set (none before the first hashing).  Free
+ * *out with free(). */
+int store_dataset_files_get(store *s, const char *dataset, store_dataset_file **out,
+                            size_t *n, gpp_error *err);
+/* Replace the hashed files of a data set and set datasets.sha256 (of the
+ * file set) in one transaction. */
+int store_dataset_files_put(store *s, const char *dataset, const store_dataset_file *f,
+                            size_t n, const char *set_sha256, gpp_error *err);
+/* The path of a data set file with this sha256 (caller frees *path) and its
+ * recorded size.  0, or GPP_ENOTFOUND. */
+int store_dataset_file_by_sha(store *s, const char *sha256_hex, char **path, int64_t *size,
+                              gpp_error *err);
+
+/* store_metrics_insert plus, in the same transaction, an event of type
+ * "metrics" with `event_data` (JSON; NULL: no event). */
+int store_metrics_ingest(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
+                         const char *event_data, size_t *inserted, gpp_error *err);
+
+/* store_log_append plus a "log" event ({"job","id","stage","time","level",
+ * "source","message"}) in the same transaction. */
+int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx,
+                    const char *level, const char *source, const char *message,
+                    gpp_error *err);
 
 #endif

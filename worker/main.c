@@ -16,12 +16,16 @@
 #include "gpp/export.h"
 #include "gpp/nn.h"
 #include "gpp/stages.h"
+#include "worker_link.h"
 #include "gpp_config.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: gpp-worker COMMAND [options]\n"
+            "       gpp-worker --connect HOST:PORT --token-file F [--device cpu|cuda[:N]]\n"
+            "                  [--threads N] [--cache-dir DIR] [--labels k=v,...]\n"
+            "        daemon mode: take stages from gppd\n"
             "commands:\n"
             "  run JOB.json --out DIR [--resume] ...   a whole job, no daemon (run -h)\n"
             "  export MODEL.gppm --onnx OUT.onnx      the model as ONNX\n"
@@ -185,6 +189,10 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    /* daemon mode: gpp-worker --connect HOST:PORT --token-file F ... */
+    for (int i = 1; argv[1][0] == '-' && i < argc; i++)
+        if (strcmp(argv[i], "--connect") == 0 || strncmp(argv[i], "--connect=", 10) == 0)
+            return gpp_worker_connect_main(argc, argv);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "gpp-worker: unknown command \"%s\"\n", argv[1]);

@@ -62,7 +62,8 @@ class Gppd:
         self.port = None
 
     def cmdline(self):
-        cmd = [GPPD, '--listen', '127.0.0.1:0', '--data-dir', self.data_dir]
+        cmd = [GPPD, '--listen', '127.0.0.1:0', '--worker-listen', '127.0.0.1:0',
+               '--data-dir', self.data_dir]
         cmd += ['--web-root', self.web_root or os.path.join(self.tmp, 'no-web')]
         return cmd + self.args
 
@@ -741,7 +742,8 @@ def test_bad_flags(g):
                        (['--worker-grace', 'abc'], 'worker-grace'),
                        (['--frobnicate'], "unknown option '--frobnicate'"),
                        (['--listen', taken], 'cannot listen on ' + taken)):
-        p = subprocess.run([GPPD, '--data-dir', os.path.join(g.tmp, 'bad')] + args,
+        p = subprocess.run([GPPD, '--data-dir', os.path.join(g.tmp, 'bad'),
+                            '--worker-listen', '127.0.0.1:0'] + args,
                            capture_output=True, text=True, timeout=60)
         assert p.returncode != 0, (args, p)
         last = p.stderr.strip().splitlines()[-1]

@@ -103,6 +103,7 @@ static void fixture_start(fixture *f)
     gppd_config cfg;
     config_defaults(&cfg);
     snprintf(cfg.listen, sizeof cfg.listen, "127.0.0.1:0");
+    snprintf(cfg.worker_listen, sizeof cfg.worker_listen, "127.0.0.1:0");
     snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s/data", f->dir);
     cfg.web_root[0] = '\0';
     gpp_error e = {0};

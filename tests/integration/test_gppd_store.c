@@ -255,7 +255,7 @@ static void test_job_create_and_idempotency(void **state)
     assert_string_equal(st[0].kind, "train");
     assert_string_equal(st[0].reason, "waiting_for_worker");
     assert_string_equal(st[1].kind, "push");
-    assert_string_equal(st[1].reason, "waiting_for_stage");
+    assert_string_equal(st[1].reason, "waiting_for_previous_stage");
     assert_string_equal(st[4].kind, "prune");
     assert_int_equal(st[4].round, 2);
     store_stage_free(st, n);

@@ -214,7 +214,7 @@ int gpp_dataset_read_idx(gpp_dataset **out, const char *images_path,
 {
     idx_file fi = {0}, fl = {0};
     gpp_dataset *ds = NULL;
-    uint32_t idims[3], ldims[1];
+    uint32_t idims[3] = {0, 0, 0}, ldims[1] = {0};
     int rc;
 
     *out = NULL;
