@@ -40,6 +40,7 @@ const REASONS = {
   waiting_for_labels: 'waiting for a worker with the required labels',
   waiting_for_previous: 'waiting for the previous stage',
   waiting_for_stage: 'waiting for the previous stage',
+  waiting_for_previous_stage: 'waiting for the previous stage',
   retry_backoff: 'waiting to retry (back-off)',
   worker_lost: 'its worker was lost; waiting to run again',
   draining: 'its worker is draining',
