@@ -189,11 +189,13 @@ export async function horizontalOverflow(page) {
 /**
  * Run body(page, gppd) with a fresh gppd and page; on failure save a
  * screenshot FAIL-<name>.png and add gppd's log to the error.  Always stops
- * gppd and closes the page.
+ * gppd and closes the page.  workers: N starts gppd with --local-workers N
+ * (real gpp-worker children: GPP_WORKER_BIN when set, else the build's
+ * worker/gpp-worker beside daemon/gppd).
  */
-export async function withGppd(browser, name, body, { viewport = DESKTOP, args = [] } = {}) {
+export async function withGppd(browser, name, body, { viewport = DESKTOP, args = [], workers = 0 } = {}) {
   rmSync(path.join(SHOTS, `FAIL-${name}.png`), { force: true });
-  const gppd = await startGppd(args);
+  const gppd = await startGppd(workers > 0 ? [...args, '--local-workers', String(workers)] : args);
   let page = null;
   try {
     page = await openPage(browser, gppd, viewport);

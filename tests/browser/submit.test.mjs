@@ -161,9 +161,10 @@ test('cancel a queued job from its page, see the API error for a second cancel, 
     // cancelled behind the page's back while the page's reads of the job are
     // held, so the page still offers Cancel.
     const held = [];
+    let holding = true;
     const jobUrl = `**/api/v1/jobs/${job.id}`;
     await page.route(jobUrl, (route) => {
-      if (route.request().method() === 'GET') held.push(route);
+      if (holding && route.request().method() === 'GET') held.push(route);
       else route.continue();
     });
     const cancelled = await apiCall(gppd, 'POST', `/api/v1/jobs/${job.id}/cancel`);
@@ -174,8 +175,11 @@ test('cancel a queued job from its page, see the API error for a second cancel, 
     assert.match(await err.textContent(), /HTTP 409/);
     assert.equal(await err.getAttribute('role'), 'alert');
     await shot(page, 'job-cancel-refused');
-    await page.unroute(jobUrl);
+    // Release the held reads before unroute (which lets requests still
+    // intercepted go on by itself: continuing them afterwards throws).
+    holding = false;
     for (const r of held) await r.continue();
+    await page.unroute(jobUrl);
     await page.locator('.state-slot .badge', { hasText: 'cancelled' }).waitFor();
   });
 });

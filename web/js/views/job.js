@@ -194,7 +194,11 @@ export async function render(main, route, ctx) {
     }
   }
   cancelBtn.addEventListener('click', () => act(cancelBtn, 'cancel', 'Cancel requested.'));
-  retryBtn.addEventListener('click', () => act(retryBtn, 'retry', 'Job queued again from its last good stage.'));
+  retryBtn.addEventListener('click', async () => {
+    await act(retryBtn, 'retry', 'Job queued again from its last good stage.');
+    // The stream stopped when the job finished: follow the retried job live.
+    if (alive && job && !isFinished(job.state) && live.dataset.live === 'ended') startStream();
+  });
   const dl = (button, format) => async () => {
     actionError.hidden = true;
     setBusy(button, true);
@@ -410,7 +414,8 @@ export async function render(main, route, ctx) {
       replace(widthsBox, h('p.empty', 'No widths yet: they appear when the baseline is trained and again after each stage.'));
       return;
     }
-    const prev = widthsPick.value;
+    // Follow the newest stage output until the reader picks one.
+    const prev = widthsPicked ? widthsPick.value : '';
     replace(widthsPick, outs.map((s, i) => {
       const label = `${stageLabel({ kind: s.kind, round: s.round })} output${s.params ? ` (${fmtCount(s.params)} params)` : ''}`;
       return h('option', { value: String(i) }, label);
@@ -424,7 +429,11 @@ export async function render(main, route, ctx) {
       .map((l) => ({ name: l.name, kind: l.kind, before: Number(l.width), after: byName.has(l.name) ? Number(byName.get(l.name).width) : null }));
     widthBars(widthsBox, layers, { beforeLabel: 'baseline', afterLabel: stageLabel({ kind: after.kind, round: after.round }) });
   }
-  widthsPick.addEventListener('change', drawWidths);
+  let widthsPicked = false;
+  widthsPick.addEventListener('change', () => {
+    widthsPicked = true;
+    drawWidths();
+  });
   async function loadArch() {
     try {
       archState = await api(`/jobs/${enc}/architecture`);
@@ -528,6 +537,7 @@ export async function render(main, route, ctx) {
       return;
     }
     if (type === 'ping' || type === 'heartbeat' || type === 'hello') return;
+    if (type === 'job' && d && d.state) finalSeen = isFinished(d.state);
     // job / stage / anything else: the job changed.
     scheduleJob();
     if (type === 'stage' && d && (d.state === 'succeeded' || d.state === 'skipped')) {
@@ -552,7 +562,10 @@ export async function render(main, route, ctx) {
     timers.push(polling);
   }
 
+  let finalSeen = false; // the stream carried the job's final state
   function startStream() {
+    const from = stream ? stream.lastEventId() : '';
+    finalSeen = false;
     stream = openEvents(`/api/v1/jobs/${enc}/events`, {
       onevent: onEvent,
       onstate: (s, info) => {
@@ -561,6 +574,14 @@ export async function render(main, route, ctx) {
           setLive('open', 'live');
           // Whatever happened while we were away is in the job and metrics.
           scheduleJob(0);
+        } else if (s === 'retrying' && finalSeen) {
+          // gppd ends the stream once a finished job's last event is sent:
+          // nothing more will come, so stop instead of reconnecting.
+          stream.close();
+          setLive('ended', 'finished');
+          scheduleJob(0);
+          scheduleArch();
+          scheduleMetrics();
         } else if (s === 'retrying') {
           setLive('retrying', `reconnecting in ${Math.round(info.wait / 1000)} s`);
         } else if (s === 'connecting') {
@@ -572,7 +593,7 @@ export async function render(main, route, ctx) {
         if (e && e.status === 401) return; // the app returns to sign-in
         startPolling();
       },
-    });
+    }, { lastEventId: from });
   }
 
   // ---------- first load ----------

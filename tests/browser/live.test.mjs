@@ -1,0 +1,153 @@
+// A job that really runs: gppd with two local workers (real gpp-worker
+// processes), a tiny job submitted through the form, and its page followed
+// live over Server-Sent Events: the metric charts gain points, a reload in
+// the middle resumes the live view, and the finished job shows its
+// accuracy-versus-size point and the per-layer widths before and after.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, withGppd, signIn, shot, apiCall } from './harness.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { if (browser) await browser.close(); });
+
+/** Metric points drawn on the job page: the sum of every chart's "N points" (its screen-reader summary). */
+function chartPoints(page) {
+  return page.evaluate(() => {
+    let n = 0;
+    for (const el of document.querySelectorAll('.charts figure.chart .chart-summary')) {
+      for (const m of el.textContent.matchAll(/: (\d+) points/g)) n += Number(m[1]);
+    }
+    return n;
+  });
+}
+
+/** Wait until the charts hold more than `than` points; returns the new count. */
+async function morePoints(page, than, timeout) {
+  const handle = await page.waitForFunction((n) => {
+    let c = 0;
+    for (const el of document.querySelectorAll('.charts figure.chart .chart-summary')) {
+      for (const m of el.textContent.matchAll(/: (\d+) points/g)) c += Number(m[1]);
+    }
+    return c > n ? c : false;
+  }, than, { timeout, polling: 50 });
+  return handle.jsonValue();
+}
+
+/** What the page shows of the job's advance: state badge, stage states, progress card. */
+function shownProgress(page) {
+  return page.evaluate(() => [
+    document.querySelector('.state-slot .badge')?.textContent,
+    [...document.querySelectorAll('ol.timeline > li.stage')].map((e) => e.dataset.state).join(','),
+    document.querySelector('.cards .card .card-value')?.textContent,
+    [...document.querySelectorAll('ol.timeline progress, ol.timeline [role="progressbar"]')]
+      .map((e) => e.getAttribute('value') ?? e.getAttribute('aria-valuenow')).join(','),
+  ].join('|'));
+}
+
+test('a tiny job runs on local workers and its page follows it live, across a reload', async (t) => {
+  await withGppd(browser, 'live', async (page, gppd) => {
+    const t0 = Date.now();
+    await signIn(page, gppd, gppd.token, '#/submit');
+    await page.getByRole('heading', { name: 'Submit a job', level: 1 }).waitFor();
+
+    // The form, with the tiny settings (sections opened where closed).
+    const set = async (name, value) => {
+      const el = page.locator(`[name="${name}"]`);
+      if (!(await el.isVisible())) {
+        await page.locator(`details[data-section="${name.split('.')[0]}"] > summary`).click();
+      }
+      await el.fill(value);
+    };
+    await set('name', 'live-job');
+    assert.equal(await page.locator('[name="dataset"]').inputValue(), 'fashion-mnist');
+    assert.equal(await page.locator('[name="model"]').inputValue(), 'lenet5');
+    await set('iterations', '1');
+    await set('train.epochs', '1');
+    await set('data.train_limit', '600');
+    await set('data.test_limit', '300');
+    const body = JSON.parse(await page.locator('#submit-preview').textContent());
+    assert.deepEqual(body, {
+      dataset: 'fashion-mnist', model: 'lenet5', name: 'live-job', iterations: 1,
+      train: { epochs: 1 }, data: { train_limit: 600, test_limit: 300 },
+    });
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    await page.getByRole('heading', { name: 'live-job', level: 1 }).waitFor();
+    const jobId = decodeURIComponent(page.url().split('#/jobs/')[1]);
+    assert.match(jobId, /^j[a-z2-7]+$/);
+    const stages = page.locator('ol.timeline > li.stage');
+    assert.deepEqual(await stages.locator('.stage-name').allTextContents(), ['1. Train', '2. Push 1', '3. Prune 1']);
+
+    // The live view is on, and the charts gain points while the job runs.
+    await page.locator('.live[data-live="open"]').waitFor({ timeout: 15000 });
+    const p1 = await morePoints(page, 0, 60000);
+    const p2 = await morePoints(page, p1, 60000);
+    assert.ok(p2 > p1);
+    const running = await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}`);
+    assert.ok(!['succeeded', 'failed', 'cancelled'].includes(running.json.state),
+      `the job finished before the reload (${running.json.state}): it is too quick to watch`);
+    t.diagnostic(`points ${p1} then ${p2}; reload at ${Date.now() - t0} ms, stages ${
+      running.json.stages.map((s) => s.state).join(',')}`);
+
+    // A reload mid-job: the page comes back live, and what it shows keeps moving.
+    await page.reload();
+    await page.getByRole('heading', { name: 'live-job', level: 1 }).waitFor();
+    await page.locator('.live[data-live="open"]').waitFor({ timeout: 15000 });
+    const before = await shownProgress(page);
+    const p3 = await chartPoints(page);
+    await page.waitForFunction((b) => {
+      const now = [
+        document.querySelector('.state-slot .badge')?.textContent,
+        [...document.querySelectorAll('ol.timeline > li.stage')].map((e) => e.dataset.state).join(','),
+        document.querySelector('.cards .card .card-value')?.textContent,
+        [...document.querySelectorAll('ol.timeline progress, ol.timeline [role="progressbar"]')]
+          .map((e) => e.getAttribute('value') ?? e.getAttribute('aria-valuenow')).join(','),
+      ].join('|');
+      return now !== b;
+    }, before, { timeout: 60000, polling: 50 });
+    const p4 = await morePoints(page, p3, 60000);
+    t.diagnostic(`after the reload: points ${p3} then ${p4} at ${Date.now() - t0} ms`);
+
+    // To the end.
+    await page.locator('.state-slot .badge', { hasText: 'succeeded' }).waitFor({ timeout: 120000 });
+    assert.deepEqual(await stages.evaluateAll((els) => els.map((e) => e.dataset.state)),
+      ['succeeded', 'succeeded', 'succeeded']);
+    assert.equal((await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}`)).json.state, 'succeeded');
+    // gppd ends the stream of a finished job: the page stops there instead of reconnecting.
+    await page.locator('.live[data-live="ended"]', { hasText: 'finished' }).waitFor({ timeout: 10000 });
+    assert.equal(await page.getByRole('button', { name: 'Download .gppm' }).isEnabled(), true);
+    assert.equal(await page.getByRole('button', { name: 'Cancel job' }).isDisabled(), true);
+
+    // Accuracy versus size: a chart with the prune step's point, also as a table.
+    const avs = page.locator('.avs');
+    await avs.locator('figure.chart').waitFor();
+    assert.match(await avs.locator('.chart-summary').textContent(), /prune steps: 1 points/);
+    const rows = await avs.locator('.avs-table tbody th').allTextContents();
+    assert.ok(rows.includes('prune 1'), `points: ${rows.join(', ')}`);
+
+    // Per-layer widths: before and after bars for every layer, and the
+    // pruned layers narrower after.
+    // (The architecture is fetched again a moment after each stage ends.)
+    await page.waitForFunction(() => /Prune 1/.test(document.querySelector('#widths-stage option:checked')?.textContent || ''),
+      null, { timeout: 15000 });
+    const widths = page.locator('.widths table.width-table');
+    await widths.waitFor();
+    assert.match(await widths.locator('caption').textContent(), /baseline and Prune 1/);
+    const layerRows = widths.locator('tbody tr');
+    const nLayers = await layerRows.count();
+    assert.ok(nLayers >= 2, `layers: ${nLayers}`);
+    assert.equal(await widths.locator('.bar-before .bar-fill').count(), nLayers);
+    assert.equal(await widths.locator('.bar-after .bar-fill').count(), nLayers);
+    const pairs = (await layerRows.locator('td.num:nth-of-type(2)').allTextContents())
+      .map((t) => t.split('→').map((x) => Number(x.trim())));
+    assert.ok(pairs.every(([b, a]) => Number.isFinite(b) && Number.isFinite(a) && a <= b), JSON.stringify(pairs));
+    assert.ok(pairs.some(([b, a]) => a < b), `nothing was pruned: ${JSON.stringify(pairs)}`);
+    const barWidth = await widths.locator('.bar-after .bar-fill').first().evaluate((e) => e.getBoundingClientRect().width);
+    assert.ok(barWidth > 0);
+
+    await shot(page, 'job-succeeded');
+    t.diagnostic(`done in ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 150000, `took ${Date.now() - t0} ms`);
+  }, { workers: 2 });
+});
