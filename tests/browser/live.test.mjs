@@ -65,12 +65,12 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     assert.equal(await page.locator('[name="model"]').inputValue(), 'lenet5');
     await set('iterations', '1');
     await set('train.epochs', '1');
-    await set('data.train_limit', '600');
+    await set('data.train_limit', '3000');
     await set('data.test_limit', '300');
     const body = JSON.parse(await page.locator('#submit-preview').textContent());
     assert.deepEqual(body, {
       dataset: 'fashion-mnist', model: 'lenet5', name: 'live-job', iterations: 1,
-      train: { epochs: 1 }, data: { train_limit: 600, test_limit: 300 },
+      train: { epochs: 1 }, data: { train_limit: 3000, test_limit: 300 },
     });
     await page.getByRole('button', { name: 'Submit job' }).click();
     await page.getByRole('heading', { name: 'live-job', level: 1 }).waitFor();
