@@ -13,110 +13,12 @@
 #include <string.h>
 
 #include "gpp/netdesc.h"
+#include "jsonmsg.h"
 
 #define PATH_LEN 192
 #define MAX_SAFE_INT 9007199254740992.0   /* 2^53 */
 
 /* ---- messages ------------------------------------------------------------ */
-
-static const char *json_type_name(const cJSON *v)
-{
-    if (!v) return "nothing";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an unknown value";
-}
-
-/* Shortest text that reads back as `v`; integers without decimals. */
-static void fmt_number(char *buf, size_t n, double v)
-{
-    if (!isfinite(v)) {
-        snprintf(buf, n, "%s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
-        return;
-    }
-    if (v == floor(v) && fabs(v) < 1e18) {
-        snprintf(buf, n, "%lld", (long long)v);
-        return;
-    }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
-/* A printable, truncated rendering of arbitrary bytes for messages/paths. */
-static void fmt_bytes(char *buf, size_t n, const char *s)
-{
-    size_t o = 0, i = 0;
-    if (!s) s = "";
-    for (; s[i] && o + 5 < n && i < 48; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
-            o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
-        else
-            buf[o++] = (char)c;
-    }
-    if (s[i] && o + 4 < n) { memcpy(buf + o, "...", 3); o += 3; }
-    buf[o < n ? o : n - 1] = '\0';
-}
-
-/* The value for scalars, the type otherwise. */
-static void fmt_value(char *buf, size_t n, const cJSON *v)
-{
-    if (cJSON_IsNumber(v)) {
-        fmt_number(buf, n, v->valuedouble);
-    } else if (cJSON_IsString(v)) {
-        char tmp[256];
-        fmt_bytes(tmp, sizeof tmp, v->valuestring);
-        snprintf(buf, n, "\"%s\"", tmp);
-    } else if (cJSON_IsBool(v)) {
-        snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false");
-    } else {
-        snprintf(buf, n, "%s", json_type_name(v));
-    }
-}
-
-/* snprintf that truncates on purpose (paths and messages are capped). */
-static void bufprintf(char *buf, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void bufprintf(char *buf, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-}
-
-static void path_key(char *buf, size_t n, const char *base, const char *key)
-{
-    char k[256];
-    fmt_bytes(k, sizeof k, key);
-    if (base && *base) bufprintf(buf, n, "%s.%s", base, k);
-    else bufprintf(buf, n, "%s", k);
-}
-
-static int fail(gpp_error *err, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(gpp_error *err, const char *field, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return gpp_error_set(err, GPP_EINVAL, "invalid_argument", field, "%s", msg);
-}
-
-static int oom(gpp_error *err)
-{
-    return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "", "out of memory");
-}
 
 /* ---- string rules ---------------------------------------------------------- */
 
@@ -334,8 +236,8 @@ static void set_defaults(gpp_jobspec *s, const fieldset *fs)
 static void fmt_range(char *buf, size_t n, const field *f)
 {
     char a[40], b[40];
-    fmt_number(a, sizeof a, f->lo);
-    fmt_number(b, sizeof b, f->hi);
+    gpp__fmt_number(a, sizeof a, f->lo);
+    gpp__fmt_number(b, sizeof b, f->hi);
     if (f->kind == F_NUM)
         snprintf(buf, n, "%s%s, %s%s", f->flags & LO_OPEN ? "(" : "[", a, b,
                  f->flags & HI_OPEN ? ")" : "]");
@@ -348,15 +250,15 @@ static int read_int(const field *f, const cJSON *v, const char *p, double *out, 
 {
     char got[300], range[96];
     const char *nul = f->flags & NULLABLE ? "null or " : "";
-    fmt_value(got, sizeof got, v);
+    gpp__fmt_value(got, sizeof got, v);
     fmt_range(range, sizeof range, f);
     if (!cJSON_IsNumber(v))
-        return fail(err, p, "%s must be %san integer in %s, got %s", p, nul, range, got);
+        return gpp__fail(err, p, "%s must be %san integer in %s, got %s", p, nul, range, got);
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d))
-        return fail(err, p, "%s must be %san integer, got %s", p, nul, got);
+        return gpp__fail(err, p, "%s must be %san integer, got %s", p, nul, got);
     if (d < f->lo || d > f->hi)
-        return fail(err, p, "%s must be %san integer in %s, got %s", p, nul, range, got);
+        return gpp__fail(err, p, "%s must be %san integer in %s, got %s", p, nul, range, got);
     *out = d;
     return 0;
 }
@@ -368,7 +270,7 @@ static int read_plain(gpp_jobspec *s, const field *f, const cJSON *v, const char
     double d;
     int rc;
 
-    fmt_value(got, sizeof got, v);
+    gpp__fmt_value(got, sizeof got, v);
     if ((f->flags & NULLABLE) && cJSON_IsNull(v)) {
         set_defaults(s, &(fieldset){f, 1});
         return 0;
@@ -384,16 +286,16 @@ static int read_plain(gpp_jobspec *s, const field *f, const cJSON *v, const char
         const char *nul = f->flags & NULLABLE ? "null or " : "";
         fmt_range(range, sizeof range, f);
         if (!cJSON_IsNumber(v))
-            return fail(err, p, "%s must be %sa number in %s, got %s", p, nul, range, got);
+            return gpp__fail(err, p, "%s must be %sa number in %s, got %s", p, nul, range, got);
         d = v->valuedouble;
         if (!isfinite(d) || (f->flags & LO_OPEN ? d <= f->lo : d < f->lo) ||
             (f->flags & HI_OPEN ? d >= f->hi : d > f->hi))
-            return fail(err, p, "%s must be %sin %s, got %s", p, nul, range, got);
+            return gpp__fail(err, p, "%s must be %sin %s, got %s", p, nul, range, got);
         *(double *)slot(s, f) = d;
         return 0;
     }
     case F_BOOL:
-        if (!cJSON_IsBool(v)) return fail(err, p, "%s must be a boolean, got %s", p, got);
+        if (!cJSON_IsBool(v)) return gpp__fail(err, p, "%s must be a boolean, got %s", p, got);
         *(bool *)slot(s, f) = cJSON_IsTrue(v);
         return 0;
     case F_ENUM: {
@@ -402,18 +304,18 @@ static int read_plain(gpp_jobspec *s, const field *f, const cJSON *v, const char
         for (size_t i = 0; f->names[i]; i++)
             o += (size_t)snprintf(list + o, sizeof list - o, "%s\"%s\"", i ? ", " : "", f->names[i]);
         if (!cJSON_IsString(v) || !v->valuestring)
-            return fail(err, p, "%s must be a string, one of %s, got %s", p, list, got);
+            return gpp__fail(err, p, "%s must be a string, one of %s, got %s", p, list, got);
         for (int i = 0; f->names[i]; i++) {
             if (strcmp(v->valuestring, f->names[i]) == 0) {
                 *(int *)slot(s, f) = i;
                 return 0;
             }
         }
-        return fail(err, p, "%s must be one of %s, got %s", p, list, got);
+        return gpp__fail(err, p, "%s must be one of %s, got %s", p, list, got);
     }
     case F_WIDTHS: {
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != GPP_JOBSPEC_GROW_WIDTHS)
-            return fail(err, p, "%s must be null or an array of 6 integers in 1..4096, got %s%s",
+            return gpp__fail(err, p, "%s must be null or an array of 6 integers in 1..4096, got %s%s",
                         p, cJSON_IsArray(v) ? "an array of length " : "",
                         cJSON_IsArray(v) ? "other than 6" : got);
         int w[GPP_JOBSPEC_GROW_WIDTHS];
@@ -422,7 +324,7 @@ static int read_plain(gpp_jobspec *s, const field *f, const cJSON *v, const char
         elem.flags = 0;
         for (const cJSON *c = v->child; c; c = c->next, i++) {
             char ep[PATH_LEN];
-            bufprintf(ep, sizeof ep, "%s[%zu]", p, i);
+            gpp__bufprintf(ep, sizeof ep, "%s[%zu]", p, i);
             if ((rc = read_int(&elem, c, ep, &d, err)) != 0) return rc;
             w[i] = (int)d;
         }
@@ -430,7 +332,7 @@ static int read_plain(gpp_jobspec *s, const field *f, const cJSON *v, const char
         return 0;
     }
     default:
-        return fail(err, p, "%s: internal error", p);
+        return gpp__fail(err, p, "%s: internal error", p);
     }
 }
 
@@ -446,14 +348,14 @@ static int read_name(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *e
 {
     char got[300];
     const char *str = str_of(v);
-    fmt_value(got, sizeof got, v);
-    if (!str) return fail(err, p, "%s must be a string, got %s", p, got);
+    gpp__fmt_value(got, sizeof got, v);
+    if (!str) return gpp__fail(err, p, "%s must be a string, got %s", p, got);
     size_t n = strlen(str);
     if (n < 1 || n > GPP_JOBSPEC_NAME_MAX)
-        return fail(err, p, "%s must be 1..%d bytes, got %zu bytes (%s)", p,
+        return gpp__fail(err, p, "%s must be 1..%d bytes, got %zu bytes (%s)", p,
                     GPP_JOBSPEC_NAME_MAX, n, got);
     if (!printable(str))
-        return fail(err, p, "%s must be UTF-8 without control characters, got %s", p, got);
+        return gpp__fail(err, p, "%s must be UTF-8 without control characters, got %s", p, got);
     memcpy(s->name, str, n + 1);
     return 0;
 }
@@ -462,44 +364,44 @@ static int read_dataset(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error
 {
     char got[300], fp[PATH_LEN];
     const char *str = str_of(v);
-    fmt_value(got, sizeof got, v);
+    gpp__fmt_value(got, sizeof got, v);
     if (str) {
         if (!matches(str, "a-z0-9", "a-z0-9._-", 1, GPP_JOBSPEC_DATASET_NAME_MAX))
-            return fail(err, p, "%s must be a registered name matching [a-z0-9][a-z0-9._-]{0,63}, got %s",
+            return gpp__fail(err, p, "%s must be a registered name matching [a-z0-9][a-z0-9._-]{0,63}, got %s",
                         p, got);
         s->dataset_kind = GPP_DATASET_NAME;
         snprintf(s->dataset_name, sizeof s->dataset_name, "%s", str);
         return 0;
     }
     if (!cJSON_IsObject(v))
-        return fail(err, p, "%s must be a data set name (a string) or an object "
+        return gpp__fail(err, p, "%s must be a data set name (a string) or an object "
                     "{\"format\", \"path\"}, got %s", p, got);
     const cJSON *format = NULL, *path = NULL;
     for (const cJSON *c = v->child; c; c = c->next) {
         const char *k = c->string ? c->string : "";
         const cJSON **sl = strcmp(k, "format") == 0 ? &format : strcmp(k, "path") == 0 ? &path : NULL;
-        path_key(fp, sizeof fp, p, k);
-        if (!sl) return fail(err, fp, "unknown field %s (a data set object takes \"format\" and \"path\")", fp);
-        if (*sl) return fail(err, fp, "duplicate field %s", fp);
+        gpp__path_key(fp, sizeof fp, p, k);
+        if (!sl) return gpp__fail(err, fp, "unknown field %s (a data set object takes \"format\" and \"path\")", fp);
+        if (*sl) return gpp__fail(err, fp, "duplicate field %s", fp);
         *sl = c;
     }
-    path_key(fp, sizeof fp, p, "format");
-    if (!format) return fail(err, fp, "%s is required", fp);
+    gpp__path_key(fp, sizeof fp, p, "format");
+    if (!format) return gpp__fail(err, fp, "%s is required", fp);
     static const field ffield = ENUM("format", format_names, 0, dataset_format);
     int rc = read_plain(s, &ffield, format, fp, err);
     if (rc != 0) return rc;
-    path_key(fp, sizeof fp, p, "path");
-    if (!path) return fail(err, fp, "%s is required", fp);
-    fmt_value(got, sizeof got, path);
+    gpp__path_key(fp, sizeof fp, p, "path");
+    if (!path) return gpp__fail(err, fp, "%s is required", fp);
+    gpp__fmt_value(got, sizeof got, path);
     str = str_of(path);
-    if (!str) return fail(err, fp, "%s must be a string, got %s", fp, got);
+    if (!str) return gpp__fail(err, fp, "%s must be a string, got %s", fp, got);
     size_t n = strlen(str);
     if (n < 1 || str[0] != '/')
-        return fail(err, fp, "%s must be an absolute path, got %s", fp, got);
+        return gpp__fail(err, fp, "%s must be an absolute path, got %s", fp, got);
     if (n > GPP_JOBSPEC_PATH_MAX)
-        return fail(err, fp, "%s must be at most %d bytes, got %zu bytes (%s)", fp,
+        return gpp__fail(err, fp, "%s must be at most %d bytes, got %zu bytes (%s)", fp,
                     GPP_JOBSPEC_PATH_MAX, n, got);
-    if (!utf8_valid(str)) return fail(err, fp, "%s must be UTF-8, got %s", fp, got);
+    if (!utf8_valid(str)) return gpp__fail(err, fp, "%s must be UTF-8, got %s", fp, got);
     s->dataset_kind = GPP_DATASET_FILES;
     memcpy(s->dataset_path, str, n + 1);
     return 0;
@@ -509,7 +411,7 @@ static int read_model(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *
 {
     char got[300], fp[PATH_LEN];
     const char *str = str_of(v);
-    fmt_value(got, sizeof got, v);
+    gpp__fmt_value(got, sizeof got, v);
     if (str) {
         for (size_t i = 0; zoo_names[i]; i++) {
             if (strcmp(str, zoo_names[i]) == 0) {
@@ -518,7 +420,7 @@ static int read_model(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *
                 return 0;
             }
         }
-        return fail(err, p, "%s must be one of \"lenet5\", \"lenet300-100\", \"vgg-small\", "
+        return gpp__fail(err, p, "%s must be one of \"lenet5\", \"lenet300-100\", \"vgg-small\", "
                     "\"vgg16-cifar\", \"inception-base\" (or an inline network or "
                     "{\"checkpoint\": ...}), got %s", p, got);
     }
@@ -530,25 +432,25 @@ static int read_model(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *
         const cJSON *ref = NULL;
         for (const cJSON *c = v->child; c; c = c->next) {
             const char *k = c->string ? c->string : "";
-            path_key(fp, sizeof fp, p, k);
+            gpp__path_key(fp, sizeof fp, p, k);
             if (strcmp(k, "checkpoint") != 0)
-                return fail(err, fp, "unknown field %s ({\"checkpoint\": ...} takes nothing else)", fp);
-            if (ref) return fail(err, fp, "duplicate field %s", fp);
+                return gpp__fail(err, fp, "unknown field %s ({\"checkpoint\": ...} takes nothing else)", fp);
+            if (ref) return gpp__fail(err, fp, "duplicate field %s", fp);
             ref = c;
         }
-        path_key(fp, sizeof fp, p, "checkpoint");
-        fmt_value(got, sizeof got, ref);
+        gpp__path_key(fp, sizeof fp, p, "checkpoint");
+        gpp__fmt_value(got, sizeof got, ref);
         str = str_of(ref);
-        if (!str) return fail(err, fp, "%s must be a string, got %s", fp, got);
+        if (!str) return gpp__fail(err, fp, "%s must be a string, got %s", fp, got);
         if (!matches(str, "A-Za-z0-9_-", "A-Za-z0-9_-", 1, GPP_JOBSPEC_REF_MAX))
-            return fail(err, fp, "%s must be a job id or a sha256 ([A-Za-z0-9_-]{1,64}), got %s",
+            return gpp__fail(err, fp, "%s must be a job id or a sha256 ([A-Za-z0-9_-]{1,64}), got %s",
                         fp, got);
         s->model_kind = GPP_MODEL_CHECKPOINT;
         snprintf(s->model_checkpoint, sizeof s->model_checkpoint, "%s", str);
         return 0;
     }
     if (!cJSON_IsArray(v) && !cJSON_IsObject(v))
-        return fail(err, p, "%s must be a zoo name, an array of layers or an object, got %s", p, got);
+        return gpp__fail(err, p, "%s must be a zoo name, an array of layers or an object, got %s", p, got);
     gpp_error e;
     gpp_error_clear(&e);
     cJSON *net = gpp_netdesc_canonical(v, p, &e);
@@ -564,31 +466,31 @@ static int read_model(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *
 static int read_labels(gpp_jobspec *s, const cJSON *v, const char *p, gpp_error *err)
 {
     char got[300], fp[PATH_LEN];
-    fmt_value(got, sizeof got, v);
-    if (!cJSON_IsObject(v)) return fail(err, p, "%s must be an object, got %s", p, got);
+    gpp__fmt_value(got, sizeof got, v);
+    if (!cJSON_IsObject(v)) return gpp__fail(err, p, "%s must be an object, got %s", p, got);
     int n = 0;
     for (const cJSON *c = v->child; c; c = c->next) n++;
     if (n > GPP_JOBSPEC_MAX_LABELS)
-        return fail(err, p, "%s must have at most %d entries, got %d", p, GPP_JOBSPEC_MAX_LABELS, n);
+        return gpp__fail(err, p, "%s must have at most %d entries, got %d", p, GPP_JOBSPEC_MAX_LABELS, n);
     n = 0;
     for (const cJSON *c = v->child; c; c = c->next) {
         const char *k = c->string ? c->string : "";
         char kq[300];
-        path_key(fp, sizeof fp, p, k);
-        fmt_bytes(kq, sizeof kq, k);
+        gpp__path_key(fp, sizeof fp, p, k);
+        gpp__fmt_bytes(kq, sizeof kq, k);
         if (!matches(k, "a-z0-9_.-", "a-z0-9_.-", 1, GPP_JOBSPEC_LABEL_KEY_MAX))
-            return fail(err, fp, "%s: label keys must match [a-z0-9_.-]{1,32}, got \"%s\"", fp, kq);
+            return gpp__fail(err, fp, "%s: label keys must match [a-z0-9_.-]{1,32}, got \"%s\"", fp, kq);
         for (int j = 0; j < n; j++)
-            if (strcmp(s->labels[j].key, k) == 0) return fail(err, fp, "duplicate field %s", fp);
+            if (strcmp(s->labels[j].key, k) == 0) return gpp__fail(err, fp, "duplicate field %s", fp);
         const char *str = str_of(c);
-        fmt_value(got, sizeof got, c);
-        if (!str) return fail(err, fp, "%s must be a string, got %s", fp, got);
+        gpp__fmt_value(got, sizeof got, c);
+        if (!str) return gpp__fail(err, fp, "%s must be a string, got %s", fp, got);
         size_t len = strlen(str);
         if (len < 1 || len > GPP_JOBSPEC_LABEL_VALUE_MAX)
-            return fail(err, fp, "%s must be 1..%d bytes, got %zu bytes (%s)", fp,
+            return gpp__fail(err, fp, "%s must be 1..%d bytes, got %zu bytes (%s)", fp,
                         GPP_JOBSPEC_LABEL_VALUE_MAX, len, got);
         if (!printable(str))
-            return fail(err, fp, "%s must be printable UTF-8, got %s", fp, got);
+            return gpp__fail(err, fp, "%s must be printable UTF-8, got %s", fp, got);
         /* insertion sort by key */
         int j = n;
         while (j > 0 && strcmp(s->labels[j - 1].key, k) > 0) {
@@ -613,25 +515,25 @@ static int read_object(gpp_jobspec *s, const fieldset *fs, const cJSON *obj, con
     int rc;
 
     if (!cJSON_IsObject(obj)) {
-        if (!*path) return fail(err, "", "a job spec must be a JSON object, got %s", json_type_name(obj));
-        return fail(err, path, "%s must be an object, got %s", path, json_type_name(obj));
+        if (!*path) return gpp__fail(err, "", "a job spec must be a JSON object, got %s", gpp__json_type_name(obj));
+        return gpp__fail(err, path, "%s must be an object, got %s", path, gpp__json_type_name(obj));
     }
     for (const cJSON *c = obj->child; c; c = c->next) {
         const char *k = c->string ? c->string : "";
         size_t i = 0;
         while (i < fs->n && strcmp(k, fs->f[i].key) != 0) i++;
-        path_key(p, sizeof p, path, k);
-        if (i == fs->n) return fail(err, p, "unknown field %s", p);
-        if (val[i]) return fail(err, p, "duplicate field %s", p);
+        gpp__path_key(p, sizeof p, path, k);
+        if (i == fs->n) return gpp__fail(err, p, "unknown field %s", p);
+        if (val[i]) return gpp__fail(err, p, "duplicate field %s", p);
         val[i] = c;
     }
     for (size_t i = 0; i < fs->n; i++) {
         const field *f = &fs->f[i];
-        path_key(p, sizeof p, path, f->key);
+        gpp__path_key(p, sizeof p, path, f->key);
         if (f->kind == F_SPECIAL) {
             if (strcmp(f->key, "name") == 0) rc = val[i] ? read_name(s, val[i], p, err) : 0;
             else if (strcmp(f->key, "labels") == 0) rc = val[i] ? read_labels(s, val[i], p, err) : 0;
-            else if (!val[i]) rc = fail(err, p, "%s is required", p);
+            else if (!val[i]) rc = gpp__fail(err, p, "%s is required", p);
             else if (strcmp(f->key, "dataset") == 0) rc = read_dataset(s, val[i], p, err);
             else rc = read_model(s, val[i], p, err);
         } else if (!val[i]) {
@@ -655,7 +557,7 @@ int gpp_jobspec_from_cjson(const cJSON *obj, gpp_jobspec **out, gpp_error *err)
     if (out) *out = NULL;
     if (!out) return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "", "no output pointer");
     s = calloc(1, sizeof *s);
-    if (!s) return oom(err);
+    if (!s) return gpp__oom(err);
     set_defaults(s, &top_set);
     rc = read_object(s, &top_set, obj, "", err);
     if (rc != 0) goto fail;
@@ -731,7 +633,7 @@ int gpp_jobspec_parse(const char *json, size_t len, gpp_jobspec **out, gpp_error
 
     /* cJSON gets a NUL-terminated copy so nothing can read past `len`. */
     buf = malloc(len + 1);
-    if (!buf) return oom(err);
+    if (!buf) return gpp__oom(err);
     memcpy(buf, json, len);
     buf[len] = '\0';
     const char *end = NULL;
@@ -936,7 +838,7 @@ static void put_value(outbuf *b, const cJSON *v)
         if (!isfinite(v->valuedouble)) {
             puts_(b, "null");
         } else {
-            fmt_number(num, sizeof num, v->valuedouble);
+            gpp__fmt_number(num, sizeof num, v->valuedouble);
             puts_(b, num);
         }
     } else if (cJSON_IsString(v)) {

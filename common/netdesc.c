@@ -1,5 +1,6 @@
 /* The network description validator and canonicaliser (see gpp/netdesc.h). */
 #include "gpp/netdesc.h"
+#include "jsonmsg.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -45,116 +46,19 @@ static const unsigned type_keys[LT_COUNT] = {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static const char *json_type_name(const cJSON *v)
-{
-    if (!v) return "nothing";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an unknown value";
-}
-
-/* Shortest text that reads back as `v`. */
-static void fmt_number(char *buf, size_t n, double v)
-{
-    if (!isfinite(v)) { snprintf(buf, n, "%s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity"); return; }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
-/* A printable, truncated rendering of arbitrary bytes for messages. */
-static void fmt_bytes(char *buf, size_t n, const char *s)
-{
-    size_t o = 0, i = 0;
-    if (!s) s = "";
-    for (; s[i] && o + 5 < n && i < 48; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
-            o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
-        else
-            buf[o++] = (char)c;
-    }
-    if (s[i] && o + 4 < n) { memcpy(buf + o, "...", 3); o += 3; }
-    buf[o < n ? o : n - 1] = '\0';
-}
-
-/* "what we got": the value for scalars, the type otherwise. */
-static void fmt_value(char *buf, size_t n, const cJSON *v)
-{
-    if (cJSON_IsNumber(v)) {
-        fmt_number(buf, n, v->valuedouble);
-    } else if (cJSON_IsString(v)) {
-        char tmp[256];
-        fmt_bytes(tmp, sizeof tmp, v->valuestring);
-        snprintf(buf, n, "\"%s\"", tmp);
-    } else if (cJSON_IsBool(v)) {
-        snprintf(buf, n, "%s", cJSON_IsTrue(v) ? "true" : "false");
-    } else {
-        snprintf(buf, n, "%s", json_type_name(v));
-    }
-}
-
-/* snprintf that truncates on purpose (paths and messages are capped). */
-static void bufprintf(char *buf, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void bufprintf(char *buf, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, n, fmt, ap);
-    va_end(ap);
-}
-
-static void path_key(char *buf, size_t n, const char *base, const char *key)
-{
-    char k[256];
-    fmt_bytes(k, sizeof k, key);
-    if (base && *base) bufprintf(buf, n, "%s.%s", base, k);
-    else bufprintf(buf, n, "%s", k);
-}
-
-static void path_index(char *buf, size_t n, const char *base, size_t i)
-{
-    bufprintf(buf, n, "%s[%zu]", base ? base : "", i);
-}
-
-static int fail(gpp_error *err, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(gpp_error *err, const char *field, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return gpp_error_set(err, GPP_EINVAL, "invalid_argument", field, "%s", msg);
-}
-
-static int oom(gpp_error *err)
-{
-    return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "", "out of memory");
-}
-
 /* An integer in lo..hi; 0 with *out set, or GPP_EINVAL. */
 static int get_int(const cJSON *v, const char *path, long lo, long hi, long *out,
                    gpp_error *err)
 {
     char got[300];
-    fmt_value(got, sizeof got, v);
+    gpp__fmt_value(got, sizeof got, v);
     if (!cJSON_IsNumber(v))
-        return fail(err, path, "%s must be an integer in %ld..%ld, got %s", path, lo, hi, got);
+        return gpp__fail(err, path, "%s must be an integer in %ld..%ld, got %s", path, lo, hi, got);
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d))
-        return fail(err, path, "%s must be an integer, got %s", path, got);
+        return gpp__fail(err, path, "%s must be an integer, got %s", path, got);
     if (d < (double)lo || d > (double)hi)
-        return fail(err, path, "%s must be an integer in %ld..%ld, got %s", path, lo, hi, got);
+        return gpp__fail(err, path, "%s must be an integer in %ld..%ld, got %s", path, lo, hi, got);
     *out = (long)d;
     return 0;
 }
@@ -164,15 +68,15 @@ static int get_num(const cJSON *v, const char *path, double lo, bool lo_open,
                    double hi, bool hi_open, double *out, gpp_error *err)
 {
     char got[300], a[32], b[32];
-    fmt_value(got, sizeof got, v);
-    fmt_number(a, sizeof a, lo);
-    fmt_number(b, sizeof b, hi);
+    gpp__fmt_value(got, sizeof got, v);
+    gpp__fmt_number(a, sizeof a, lo);
+    gpp__fmt_number(b, sizeof b, hi);
     const char *l = lo_open ? "(" : "[", *r = hi_open ? ")" : "]";
     if (!cJSON_IsNumber(v))
-        return fail(err, path, "%s must be a number in %s%s, %s%s, got %s", path, l, a, b, r, got);
+        return gpp__fail(err, path, "%s must be a number in %s%s, %s%s, got %s", path, l, a, b, r, got);
     double d = v->valuedouble;
     if (!isfinite(d) || (lo_open ? d <= lo : d < lo) || (hi_open ? d >= hi : d > hi))
-        return fail(err, path, "%s must be in %s%s, %s%s, got %s", path, l, a, b, r, got);
+        return gpp__fail(err, path, "%s must be in %s%s, %s%s, got %s", path, l, a, b, r, got);
     *out = d;
     return 0;
 }
@@ -206,99 +110,99 @@ static int layer_build(const cJSON *layer, size_t i, const char *lp,
     const cJSON *val[K_COUNT] = {0};
 
     if (!cJSON_IsObject(layer))
-        return fail(err, lp, "%s must be an object (a layer), got %s", lp, json_type_name(layer));
+        return gpp__fail(err, lp, "%s must be an object (a layer), got %s", lp, gpp__json_type_name(layer));
     for (const cJSON *c = layer->child; c; c = c->next) {
         int k = 0;
         while (k < K_COUNT && strcmp(c->string ? c->string : "", layer_keys[k]) != 0) k++;
-        path_key(p, sizeof p, lp, c->string);
-        if (k == K_COUNT) return fail(err, p, "unknown field %s", p);
-        if (val[k]) return fail(err, p, "duplicate field %s", p);
+        gpp__path_key(p, sizeof p, lp, c->string);
+        if (k == K_COUNT) return gpp__fail(err, p, "unknown field %s", p);
+        if (val[k]) return gpp__fail(err, p, "duplicate field %s", p);
         val[k] = c;
     }
 
-    path_key(p, sizeof p, lp, "type");
-    if (!val[K_TYPE]) return fail(err, p, "%s is required", p);
+    gpp__path_key(p, sizeof p, lp, "type");
+    if (!val[K_TYPE]) return gpp__fail(err, p, "%s is required", p);
     if (!cJSON_IsString(val[K_TYPE]) || !val[K_TYPE]->valuestring)
-        return fail(err, p, "%s must be a string, got %s", p, json_type_name(val[K_TYPE]));
+        return gpp__fail(err, p, "%s must be a string, got %s", p, gpp__json_type_name(val[K_TYPE]));
     int t = 0;
     while (t < LT_COUNT && strcmp(val[K_TYPE]->valuestring, layer_types[t]) != 0) t++;
     if (t == LT_COUNT) {
-        fmt_value(got, sizeof got, val[K_TYPE]);
-        return fail(err, p, "%s must be one of conv, bn, relu, maxpool, avgpool, "
+        gpp__fmt_value(got, sizeof got, val[K_TYPE]);
+        return gpp__fail(err, p, "%s must be one of conv, bn, relu, maxpool, avgpool, "
                     "global-avgpool, fc, concat, flatten, dropout, "
                     "softmax-cross-entropy, got %s", p, got);
     }
     for (int k = 0; k < K_COUNT; k++) {
         if (val[k] && !((COMMON_KEYS | type_keys[t]) & BIT(k))) {
-            path_key(p, sizeof p, lp, layer_keys[k]);
-            return fail(err, p, "unknown field %s: %s layers take no \"%s\"", p,
+            gpp__path_key(p, sizeof p, lp, layer_keys[k]);
+            return gpp__fail(err, p, "unknown field %s: %s layers take no \"%s\"", p,
                         layer_types[t], layer_keys[k]);
         }
     }
 
     /* name */
     char *name = names[i];
-    path_key(p, sizeof p, lp, "name");
+    gpp__path_key(p, sizeof p, lp, "name");
     if (val[K_NAME]) {
         const cJSON *v = val[K_NAME];
-        fmt_value(got, sizeof got, v);
+        gpp__fmt_value(got, sizeof got, v);
         if (!cJSON_IsString(v) || !v->valuestring)
-            return fail(err, p, "%s must be a string, got %s", p, json_type_name(v));
+            return gpp__fail(err, p, "%s must be a string, got %s", p, gpp__json_type_name(v));
         if (!valid_name(v->valuestring))
-            return fail(err, p, "%s must match [A-Za-z0-9_.-]{1,64}, got %s", p, got);
+            return gpp__fail(err, p, "%s must match [A-Za-z0-9_.-]{1,64}, got %s", p, got);
         if (strcmp(v->valuestring, "input") == 0)
-            return fail(err, p, "%s: \"input\" is reserved for the data", p);
+            return gpp__fail(err, p, "%s: \"input\" is reserved for the data", p);
         snprintf(name, GPP_NET_NAME_MAX + 1, "%s", v->valuestring);
     } else {
         snprintf(name, GPP_NET_NAME_MAX + 1, "%s%zu", layer_types[t], i);
     }
     for (size_t j = 0; j < i; j++)
         if (strcmp(names[j], name) == 0)
-            return fail(err, p, "%s: name \"%s\" is already used by layer %zu", p, name, j);
+            return gpp__fail(err, p, "%s: name \"%s\" is already used by layer %zu", p, name, j);
 
     cJSON *cl = cJSON_CreateObject();
-    if (!cl || !cJSON_AddItemToArray(out, cl)) { cJSON_Delete(cl); return oom(err); }
+    if (!cl || !cJSON_AddItemToArray(out, cl)) { cJSON_Delete(cl); return gpp__oom(err); }
     if (!cJSON_AddStringToObject(cl, "name", name) ||
         !cJSON_AddStringToObject(cl, "type", layer_types[t]))
-        return oom(err);
+        return gpp__oom(err);
 
     /* inputs */
     cJSON *ins = cJSON_AddArrayToObject(cl, "inputs");
-    if (!ins) return oom(err);
-    path_key(p, sizeof p, lp, "inputs");
+    if (!ins) return gpp__oom(err);
+    gpp__path_key(p, sizeof p, lp, "inputs");
     size_t lo = t == LT_CONCAT ? 2 : 1, hi = t == LT_CONCAT ? MAX_CONCAT_INPUTS : 1;
     if (val[K_INPUTS]) {
         const cJSON *v = val[K_INPUTS];
         if (!cJSON_IsArray(v))
-            return fail(err, p, "%s must be an array of layer names, got %s", p, json_type_name(v));
+            return gpp__fail(err, p, "%s must be an array of layer names, got %s", p, gpp__json_type_name(v));
         size_t n = 0;
         for (const cJSON *c = v->child; c; c = c->next) n++;
         if (n < lo || n > hi) {
             if (t == LT_CONCAT)
-                return fail(err, p, "%s: concat takes 2..16 inputs, got %zu", p, n);
-            return fail(err, p, "%s: %s takes exactly 1 input (only concat takes more), got %zu",
+                return gpp__fail(err, p, "%s: concat takes 2..16 inputs, got %zu", p, n);
+            return gpp__fail(err, p, "%s: %s takes exactly 1 input (only concat takes more), got %zu",
                         p, layer_types[t], n);
         }
         n = 0;
         for (const cJSON *c = v->child; c; c = c->next, n++) {
             char ip[PATH_MAX_LEN];
-            path_index(ip, sizeof ip, p, n);
+            gpp__path_index(ip, sizeof ip, p, n);
             if (!cJSON_IsString(c) || !c->valuestring)
-                return fail(err, ip, "%s must be a layer name (a string), got %s", ip, json_type_name(c));
+                return gpp__fail(err, ip, "%s must be a layer name (a string), got %s", ip, gpp__json_type_name(c));
             bool found = strcmp(c->valuestring, "input") == 0;
             for (size_t j = 0; !found && j < i; j++) found = strcmp(names[j], c->valuestring) == 0;
             if (!found) {
-                fmt_value(got, sizeof got, c);
-                return fail(err, ip, "%s must name an earlier layer or \"input\", got %s", ip, got);
+                gpp__fmt_value(got, sizeof got, c);
+                return gpp__fail(err, ip, "%s must name an earlier layer or \"input\", got %s", ip, got);
             }
             cJSON *s = cJSON_CreateString(c->valuestring);
-            if (!s || !cJSON_AddItemToArray(ins, s)) { cJSON_Delete(s); return oom(err); }
+            if (!s || !cJSON_AddItemToArray(ins, s)) { cJSON_Delete(s); return gpp__oom(err); }
         }
     } else {
         if (t == LT_CONCAT)
-            return fail(err, p, "%s is required for concat (2..16 layer names)", p);
+            return gpp__fail(err, p, "%s is required for concat (2..16 layer names)", p);
         cJSON *s = cJSON_CreateString(i == 0 ? "input" : names[i - 1]);
-        if (!s || !cJSON_AddItemToArray(ins, s)) { cJSON_Delete(s); return oom(err); }
+        if (!s || !cJSON_AddItemToArray(ins, s)) { cJSON_Delete(s); return gpp__oom(err); }
     }
 
     /* per-type fields, in canonical order */
@@ -307,37 +211,37 @@ static int layer_build(const cJSON *layer, size_t i, const char *lp,
     int rc;
 #define REQ_INT(key, lo_, hi_)                                                  \
     do {                                                                        \
-        path_key(p, sizeof p, lp, layer_keys[key]);                             \
-        if (!val[key]) return fail(err, p, "%s is required for %s layers", p, layer_types[t]); \
+        gpp__path_key(p, sizeof p, lp, layer_keys[key]);                             \
+        if (!val[key]) return gpp__fail(err, p, "%s is required for %s layers", p, layer_types[t]); \
         if ((rc = get_int(val[key], p, lo_, hi_, &iv, err)) != 0) return rc;    \
-        if (add_num(cl, layer_keys[key], (double)iv) != 0) return oom(err);     \
+        if (add_num(cl, layer_keys[key], (double)iv) != 0) return gpp__oom(err);     \
     } while (0)
 #define OPT_INT(key, lo_, hi_, def)                                             \
     do {                                                                        \
-        path_key(p, sizeof p, lp, layer_keys[key]);                             \
+        gpp__path_key(p, sizeof p, lp, layer_keys[key]);                             \
         iv = (def);                                                             \
         if (val[key] && (rc = get_int(val[key], p, lo_, hi_, &iv, err)) != 0) return rc; \
-        if (add_num(cl, layer_keys[key], (double)iv) != 0) return oom(err);     \
+        if (add_num(cl, layer_keys[key], (double)iv) != 0) return gpp__oom(err);     \
     } while (0)
 #define OPT_NUM(key, lo_, lopen, hi_, hopen, def)                               \
     do {                                                                        \
-        path_key(p, sizeof p, lp, layer_keys[key]);                             \
+        gpp__path_key(p, sizeof p, lp, layer_keys[key]);                             \
         dv = (def);                                                             \
         if (val[key] && (rc = get_num(val[key], p, lo_, lopen, hi_, hopen, &dv, err)) != 0) return rc; \
-        if (add_num(cl, layer_keys[key], dv) != 0) return oom(err);             \
+        if (add_num(cl, layer_keys[key], dv) != 0) return gpp__oom(err);             \
     } while (0)
 #define OPT_BOOL(key, def)                                                      \
     do {                                                                        \
-        path_key(p, sizeof p, lp, layer_keys[key]);                             \
+        gpp__path_key(p, sizeof p, lp, layer_keys[key]);                             \
         bool bv = (def);                                                        \
         if (val[key]) {                                                         \
             if (!cJSON_IsBool(val[key])) {                                      \
-                fmt_value(got, sizeof got, val[key]);                           \
-                return fail(err, p, "%s must be a boolean, got %s", p, got);    \
+                gpp__fmt_value(got, sizeof got, val[key]);                           \
+                return gpp__fail(err, p, "%s must be a boolean, got %s", p, got);    \
             }                                                                   \
             bv = cJSON_IsTrue(val[key]);                                        \
         }                                                                       \
-        if (!cJSON_AddBoolToObject(cl, layer_keys[key], bv)) return oom(err);   \
+        if (!cJSON_AddBoolToObject(cl, layer_keys[key], bv)) return gpp__oom(err);   \
     } while (0)
 
     switch (t) {
@@ -396,64 +300,64 @@ static int net_build(const cJSON *desc, const char *path, cJSON **out, gpp_error
             const cJSON **slot = strcmp(k, "layers") == 0 ? &layers
                                : strcmp(k, "input") == 0 ? &input
                                : strcmp(k, "classes") == 0 ? &classes : NULL;
-            path_key(p, sizeof p, base, k);
-            if (!slot) return fail(err, p, "unknown field %s (a network takes \"layers\", "
+            gpp__path_key(p, sizeof p, base, k);
+            if (!slot) return gpp__fail(err, p, "unknown field %s (a network takes \"layers\", "
                                    "\"input\", \"classes\")", p);
-            if (*slot) return fail(err, p, "duplicate field %s", p);
+            if (*slot) return gpp__fail(err, p, "duplicate field %s", p);
             *slot = c;
         }
-        path_key(lp, sizeof lp, base, "layers");
-        if (!layers) return fail(err, lp, "%s is required", lp);
+        gpp__path_key(lp, sizeof lp, base, "layers");
+        if (!layers) return gpp__fail(err, lp, "%s is required", lp);
         if (!cJSON_IsArray(layers))
-            return fail(err, lp, "%s must be an array of layers, got %s", lp, json_type_name(layers));
+            return gpp__fail(err, lp, "%s must be an array of layers, got %s", lp, gpp__json_type_name(layers));
     } else {
-        return fail(err, base, "%s must be an array of layers or an object with \"layers\", got %s",
-                    *base ? base : "the network", json_type_name(desc));
+        return gpp__fail(err, base, "%s must be an array of layers or an object with \"layers\", got %s",
+                    *base ? base : "the network", gpp__json_type_name(desc));
     }
 
     canon = cJSON_CreateObject();
-    if (!canon) return oom(err);
+    if (!canon) return gpp__oom(err);
 
     if (input) {
-        path_key(p, sizeof p, base, "input");
+        gpp__path_key(p, sizeof p, base, "input");
         if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) != 3) {
-            rc = fail(err, p, "%s must be [C, H, W], three integers in 1..65536, got %s", p,
-                      cJSON_IsArray(input) ? "an array of another length" : json_type_name(input));
+            rc = gpp__fail(err, p, "%s must be [C, H, W], three integers in 1..65536, got %s", p,
+                      cJSON_IsArray(input) ? "an array of another length" : gpp__json_type_name(input));
             goto done;
         }
         cJSON *a = cJSON_AddArrayToObject(canon, "input");
-        if (!a) { rc = oom(err); goto done; }
+        if (!a) { rc = gpp__oom(err); goto done; }
         size_t i = 0;
         for (const cJSON *c = input->child; c; c = c->next, i++) {
             char ip[PATH_MAX_LEN];
             long v;
-            path_index(ip, sizeof ip, p, i);
+            gpp__path_index(ip, sizeof ip, p, i);
             if ((rc = get_int(c, ip, 1, 65536, &v, err)) != 0) goto done;
             cJSON *n = cJSON_CreateNumber((double)v);
-            if (!n || !cJSON_AddItemToArray(a, n)) { cJSON_Delete(n); rc = oom(err); goto done; }
+            if (!n || !cJSON_AddItemToArray(a, n)) { cJSON_Delete(n); rc = gpp__oom(err); goto done; }
         }
     }
     if (classes) {
         long v;
-        path_key(p, sizeof p, base, "classes");
+        gpp__path_key(p, sizeof p, base, "classes");
         if ((rc = get_int(classes, p, 2, 100000, &v, err)) != 0) goto done;
-        if (add_num(canon, "classes", (double)v) != 0) { rc = oom(err); goto done; }
+        if (add_num(canon, "classes", (double)v) != 0) { rc = gpp__oom(err); goto done; }
     }
 
     size_t n = 0;
     for (const cJSON *c = layers->child; c && n <= GPP_NET_MAX_LAYERS; c = c->next) n++;
     if (n == 0 || n > GPP_NET_MAX_LAYERS) {
-        rc = fail(err, lp, "%s must hold 1..%d layers, got %s%zu", lp, GPP_NET_MAX_LAYERS,
+        rc = gpp__fail(err, lp, "%s must hold 1..%d layers, got %s%zu", lp, GPP_NET_MAX_LAYERS,
                   n > GPP_NET_MAX_LAYERS ? "more than " : "", n > GPP_NET_MAX_LAYERS ? (size_t)GPP_NET_MAX_LAYERS : n);
         goto done;
     }
     names = calloc(n, sizeof *names);
     arr = cJSON_AddArrayToObject(canon, "layers");
-    if (!names || !arr) { rc = oom(err); goto done; }
+    if (!names || !arr) { rc = gpp__oom(err); goto done; }
     size_t i = 0;
     for (const cJSON *c = layers->child; c; c = c->next, i++) {
         char one[PATH_MAX_LEN];
-        path_index(one, sizeof one, lp, i);
+        gpp__path_index(one, sizeof one, lp, i);
         if ((rc = layer_build(c, i, one, names, arr, err)) != 0) goto done;
     }
 done:
