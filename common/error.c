@@ -36,6 +36,7 @@ const char *gpp_strerror(int rc)
     case GPP_ECHECKSUM: return "checksum mismatch";
     case GPP_ENOTFOUND: return "not found";
     case GPP_EAGAIN: return "need more input";
+    case GPP_EUNAVAIL: return "temporarily unavailable";
     default: return "unknown error";
     }
 }

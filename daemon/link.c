@@ -59,6 +59,7 @@ typedef struct lworker {
     char stage_id[GPP_PROTO_ID_MAX + 1];
     bool running;                       /* the stage was marked running */
     bool cancel_sent;
+    bool lost_pending;                  /* its lease ran out while the store was down */
     double progress;
     uint64_t progress_written;
     struct lworker *next;
@@ -185,6 +186,13 @@ static const char *worker_state(const lworker *w)
     return w->draining ? "draining" : w->busy ? "busy" : "idle";
 }
 
+/* The store could not write (disk full, database locked, I/O error): the
+ * change was rolled back and may be tried again later. */
+static bool storage_down(int rc, const gpp_error *e)
+{
+    return rc == GPP_EUNAVAIL || (rc != 0 && strcmp(e->code, "unavailable") == 0);
+}
+
 /* The worker no longer holds a stage. */
 static void worker_free_stage(link_server *l, lworker *w)
 {
@@ -282,9 +290,16 @@ static void worker_disconnected(link_server *l, lworker *w, bool graceful)
         worker_remove(l, w);
         return;
     }
+    gpp_error e = {0};
+    if (graceful && storage_down(sched_stage_requeue(l->sched, w->job_seq, w->idx, w->attempt,
+                                                     "worker left", &e), &e)) {
+        char q[600];
+        log_warn("stage not requeued (storage unavailable); it is lost after the grace window",
+                 "worker=%s stage=%s error=%s", w->id, w->stage_id,
+                 log_quote(e.message, q, sizeof q));
+        graceful = false;
+    }
     if (graceful) {
-        gpp_error e = {0};
-        sched_stage_requeue(l->sched, w->job_seq, w->idx, w->attempt, "worker left", &e);
         log_info("worker left holding a stage; it goes back to the queue", "worker=%s stage=%s",
                  w->id, w->stage_id);
         w->busy = false;
@@ -328,6 +343,18 @@ static void conn_violation(lconn *c, const char *what, const char *detail)
     }
     gpp_buf_free(&out);
     conn_close(c, what);
+}
+
+/* A message whose effect could not be stored: acknowledge nothing and close
+ * the connection.  The worker keeps its stage for the grace window,
+ * reconnects with back-off, re-attaches and sends what was not confirmed
+ * (metric batches not acked, a result not confirmed by a pong) again. */
+static void conn_store_down(lconn *c, const char *what, const gpp_error *e)
+{
+    char q[600];
+    log_warn("storage unavailable; closing the worker connection", "worker=%s what=%s error=%s",
+             c->w ? c->w->id : "-", what, log_quote(e->message, q, sizeof q));
+    conn_close(c, "storage unavailable");
 }
 
 /* ---- fetch: blobs to the worker -------------------------------------------------- */
@@ -582,10 +609,7 @@ static void on_metrics(lconn *c, const gpp_msg_metrics *m)
             /* not durable: no ack, and nothing after it may be taken (a result
              * must not overtake its metrics): close; the worker reconnects,
              * re-attaches and sends the batch again */
-            char q[300];
-            log_warn("metrics not stored; closing the connection", "worker=%s error=%s", w->id,
-                     log_quote(e.message, q, sizeof q));
-            conn_close(c, "metrics not stored");
+            conn_store_down(c, "metrics not stored", &e);
         }
         return;
     }
@@ -632,6 +656,12 @@ static void on_result(lconn *c, const gpp_msg_result *m)
     gpp_error e = {0};
     int rc = sched_stage_succeeded(l->sched, w->job_seq, w->idx, w->attempt, m->output.sha256,
                                    m->output.size, m->summary, &e);
+    if (storage_down(rc, &e)) {
+        /* not recorded: the worker still holds the stage and sends the
+         * result again after it re-attaches (no pong confirmed it) */
+        conn_store_down(c, "result not stored", &e);
+        return;
+    }
     if (rc != 0)
         log_info("result not taken", "worker=%s stage=%s attempt=%d why=%s", w->id,
                  w->stage_id, w->attempt, e.message);
@@ -654,8 +684,13 @@ static void on_fail(lconn *c, const gpp_msg_fail *m)
     log_info("stage failed", "worker=%s stage=%s attempt=%d class=%s reason=%s", w->id,
              w->stage_id, w->attempt, gpp_proto_fail_class_name((int)m->cls),
              log_quote(m->reason, q, sizeof q));
-    if (sched_stage_failed(l->sched, w->job_seq, w->idx, w->attempt, m->cls, m->retryable != 0,
-                           m->reason, &e) != 0)
+    int rc = sched_stage_failed(l->sched, w->job_seq, w->idx, w->attempt, m->cls,
+                                m->retryable != 0, m->reason, &e);
+    if (storage_down(rc, &e)) {
+        conn_store_down(c, "failure not stored", &e);
+        return;
+    }
+    if (rc != 0)
         log_debug("failure not recorded", "stage=%s why=%s", w->stage_id, e.message);
     worker_free_stage(l, w);
 }
@@ -776,6 +811,7 @@ static void on_hello(lconn *c, const gpp_msg_hello *h)
             w->attempt == h->running_attempt && !w->cancel_sent) {
             log_info("worker re-attached", "worker=%s stage=%s attempt=%d", w->id, w->stage_id,
                      w->attempt);
+            w->lost_pending = false;
         } else {
             cancel_id = h->running_stage_id;
             cancel_attempt = h->running_attempt;
@@ -785,8 +821,12 @@ static void on_hello(lconn *c, const gpp_msg_hello *h)
         /* it came back without the stage it held (a restarted process) */
         if (!w->cancel_sent) {
             gpp_error le = {0};
-            sched_stage_lost(l->sched, w->job_seq, w->idx, w->attempt,
-                             "the worker came back without its stage", &le);
+            int lrc = sched_stage_lost(l->sched, w->job_seq, w->idx, w->attempt,
+                                       "the worker came back without its stage", &le);
+            if (storage_down(lrc, &le)) {
+                conn_store_down(c, "lost stage not requeued", &le);
+                return;
+            }
         }
         w->busy = false;
         w->running = false;
@@ -1074,10 +1114,23 @@ static void on_tick(uv_timer_t *t)
         }
         if (w->busy) {
             gpp_error e = {0};
-            log_warn("stage lost with its worker; it goes back to the queue",
-                     "worker=%s stage=%s attempt=%d", w->id, w->stage_id, w->attempt);
-            if (sched_stage_lost(l->sched, w->job_seq, w->idx, w->attempt,
-                                 "no heartbeat within the grace window", &e) != 0)
+            if (!w->lost_pending)
+                log_warn("stage lost with its worker; it goes back to the queue",
+                         "worker=%s stage=%s attempt=%d", w->id, w->stage_id, w->attempt);
+            int rc = sched_stage_lost(l->sched, w->job_seq, w->idx, w->attempt,
+                                      "no heartbeat within the grace window", &e);
+            if (storage_down(rc, &e)) {
+                /* keep the worker (and so the stage's fencing) until the store
+                 * takes the change: tried again on every tick */
+                if (!w->lost_pending) {
+                    char q[600];
+                    log_warn("lost stage not requeued yet (storage unavailable); retrying",
+                             "stage=%s error=%s", w->stage_id, log_quote(e.message, q, sizeof q));
+                }
+                w->lost_pending = true;
+                continue;
+            }
+            if (rc != 0)
                 log_debug("lost stage not requeued", "stage=%s why=%s", w->stage_id, e.message);
             w->busy = false;
         }

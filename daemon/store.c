@@ -238,9 +238,37 @@ struct store {
     sqlite3_stmt *stmts[S_COUNT];
     sqlite3_stmt *job_list[JOB_LIST_VARIANTS];
     int schema_version;
+    int st_rc;                                 /* what the last failed prepare returned */
+    int64_t busy_start;                        /* monotonic ms: this wait for a lock began */
+    int64_t busy_until;                        /* monotonic ms: found locked until then */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
+
+/* SQLite's busy handler (the connection is used under s->mu): wait for
+ * another process's lock up to STORE_BUSY_TIMEOUT_MS; once a wait has run
+ * out, the database counts as locked for STORE_BUSY_HOLD_MS and later
+ * writes wait only STORE_BUSY_QUICK_MS, so a long outside lock turns every
+ * write into a quick 503 instead of stalling the daemon (HTTP threads and
+ * the worker link share this connection). */
+static int on_busy(void *arg, int count)
+{
+    store *s = arg;
+    int64_t now = (int64_t)(gpp__mono_ns() / 1000000);
+    if (count == 0)
+        s->busy_start = now;
+    int64_t limit = now < s->busy_until ? STORE_BUSY_QUICK_MS : STORE_BUSY_TIMEOUT_MS;
+    int64_t waited = now - s->busy_start;
+    if (waited >= limit) {
+        s->busy_until = now + STORE_BUSY_HOLD_MS;
+        return 0;
+    }
+    int64_t nap = count < 5 ? (int64_t)1 << count : 20;   /* 1, 2, 4, 8, 16, then 20 ms */
+    if (nap > limit - waited)
+        nap = limit - waited;
+    sqlite3_sleep((int)nap);
+    return 1;
+}
 
 static int db_fail(store *s, int rc, const char *what, gpp_error *err)
 {
@@ -249,17 +277,17 @@ static int db_fail(store *s, int rc, const char *what, gpp_error *err)
     switch (prim) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+        return gpp_error_set(err, GPP_EUNAVAIL, "unavailable", "",
                              "the database is busy (%s); try again", what);
     case SQLITE_FULL:
-        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+        return gpp_error_set(err, GPP_EUNAVAIL, "unavailable", "",
                              "the disk is full (%s); nothing was written", what);
     case SQLITE_IOERR:
     case SQLITE_READONLY:
     case SQLITE_CANTOPEN:
     case SQLITE_PROTOCOL:
     case SQLITE_NOMEM:
-        return gpp_error_set(err, GPP_EIO, "unavailable", "",
+        return gpp_error_set(err, GPP_EUNAVAIL, "unavailable", "",
                              "the database is unavailable (%s): %s", what, msg);
     case SQLITE_CONSTRAINT:
         return gpp_error_set(err, GPP_EINVAL, "conflict", "", "%s: %s", what, msg);
@@ -275,7 +303,7 @@ static sqlite3_stmt *st(store *s, int id, gpp_error *err)
     if (!q) {
         int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q, NULL);
         if (rc != SQLITE_OK) {
-            db_fail(s, rc, "prepare", err);
+            s->st_rc = db_fail(s, rc, "prepare", err);
             return NULL;
         }
         s->stmts[id] = q;
@@ -305,13 +333,13 @@ static int exec_stmt(store *s, sqlite3_stmt *q, const char *what, gpp_error *err
 static int tx_begin(store *s, gpp_error *err)
 {
     sqlite3_stmt *q = st(s, S_BEGIN, err);
-    return q ? exec_stmt(s, q, "begin", err) : GPP_EIO;
+    return q ? exec_stmt(s, q, "begin", err) : s->st_rc;
 }
 
 static int tx_commit(store *s, gpp_error *err)
 {
     sqlite3_stmt *q = st(s, S_COMMIT, err);
-    return q ? exec_stmt(s, q, "commit", err) : GPP_EIO;
+    return q ? exec_stmt(s, q, "commit", err) : s->st_rc;
 }
 
 static void tx_rollback(store *s)
@@ -381,7 +409,7 @@ static int event_add(store *s, int64_t job_seq, const char *type, const char *da
 {
     sqlite3_stmt *q = st(s, S_EVENT_INSERT, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     if (job_seq)
         sqlite3_bind_int64(q, 1, job_seq);
     else
@@ -440,7 +468,7 @@ static int log_add(store *s, int64_t job_seq, int stage_idx, const char *level,
 {
     sqlite3_stmt *q = st(s, S_LOG_INSERT, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     sqlite3_bind_int64(q, 1, job_seq);
     if (stage_idx >= 0)
         sqlite3_bind_int(q, 2, stage_idx);
@@ -556,7 +584,7 @@ int store_open(store **out, const char *path, gpp_error *err)
         goto fail;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_handler(s->db, on_busy, s);
     /* WAL + synchronous=FULL: every commit is fsynced to the WAL before
      * COMMIT returns, so what gppd acknowledged survives power loss too. */
     static const char *const pragmas[] = {
@@ -637,7 +665,7 @@ static int token_by_hash(store *s, const uint8_t hash[32], store_token *out, gpp
 {
     sqlite3_stmt *q = st(s, S_TOKEN_BY_HASH, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     sqlite3_bind_blob(q, 1, hash, 32, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
@@ -658,7 +686,7 @@ static int token_by_public(store *s, const char *public_id, store_token *out, gp
 {
     sqlite3_stmt *q = st(s, S_TOKEN_BY_PUBLIC, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     bind_text(q, 1, public_id);
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW && out)
@@ -707,7 +735,7 @@ int store_token_insert(store *s, const char *name, const char *role, const uint8
     }
     sqlite3_stmt *q = st(s, S_TOKEN_INSERT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, pid);
@@ -753,7 +781,7 @@ int store_token_list(store *s, int64_t after_id, int limit, store_token **out, s
     int rc = 0;
     sqlite3_stmt *q = st(s, S_TOKEN_LIST, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, after_id);
@@ -785,7 +813,7 @@ static int64_t token_count(store *s, const char *role, const char *name, bool ac
 {
     sqlite3_stmt *q = st(s, S_TOKEN_COUNT, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     bind_text(q, 1, role);
     bind_text(q, 2, name);
     sqlite3_bind_int(q, 3, active_only);
@@ -831,7 +859,7 @@ int store_token_revoke(store *s, const char *public_id, store_token *out, gpp_er
     }
     sqlite3_stmt *q = st(s, S_TOKEN_REVOKE, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, public_id);
@@ -900,7 +928,7 @@ static int job_load(store *s, int which, int64_t seq, const char *id, store_job 
 {
     sqlite3_stmt *q = st(s, which, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     if (which == S_JOB_BY_SEQ)
         sqlite3_bind_int64(q, 1, seq);
     else
@@ -927,7 +955,7 @@ static int job_set(store *s, int64_t seq, const char *state, const char *reason,
 {
     sqlite3_stmt *q = st(s, S_JOB_SET, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     bind_text(q, 1, state);
     bind_text(q, 2, reason);
     bind_time(q, 3, started);
@@ -954,7 +982,7 @@ int store_job_create(store *s, const store_job_new *in, store_job *out, bool *ex
     if (in->idem_key) {
         sqlite3_stmt *q = st(s, S_IDEM_GET, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         sqlite3_bind_int64(q, 1, in->token_id);
@@ -993,7 +1021,7 @@ int store_job_create(store *s, const store_job_new *in, store_job *out, bool *ex
         }
         sqlite3_stmt *q = st(s, S_JOB_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         bool none = in->n_stages == 0;
@@ -1022,7 +1050,7 @@ int store_job_create(store *s, const store_job_new *in, store_job *out, bool *ex
     for (int i = 0; i < in->n_stages; i++) {
         sqlite3_stmt *q = st(s, S_STAGE_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         sqlite3_bind_int64(q, 1, seq);
@@ -1039,7 +1067,7 @@ int store_job_create(store *s, const store_job_new *in, store_job *out, bool *ex
     if (in->idem_key) {
         sqlite3_stmt *q = st(s, S_IDEM_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         sqlite3_bind_int64(q, 1, in->token_id);
@@ -1092,14 +1120,14 @@ static sqlite3_stmt *job_list_stmt(store *s, unsigned mask, gpp_error *err)
     gpp__buf_puts(&b, " ORDER BY seq DESC LIMIT :limit");
     char *sql = gpp__buf_take(&b, NULL);
     if (!sql) {
-        gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+        s->st_rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
         return NULL;
     }
     sqlite3_stmt *q = NULL;
     int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q, NULL);
     free(sql);
     if (rc != SQLITE_OK) {
-        db_fail(s, rc, "prepare", err);
+        s->st_rc = db_fail(s, rc, "prepare", err);
         return NULL;
     }
     s->job_list[mask] = q;
@@ -1129,7 +1157,7 @@ int store_job_list(store *s, const store_job_filter *f, int64_t before_seq, int 
     size_t k = 0;
     sqlite3_stmt *q = job_list_stmt(s, mask, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, sqlite3_bind_parameter_index(q, ":before"),
@@ -1168,7 +1196,7 @@ int store_job_counts(store *s, int64_t counts[STORE_JOB_NSTATES], gpp_error *err
     int rc = 0, src;
     sqlite3_stmt *q = st(s, S_JOB_COUNTS, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     while ((src = sqlite3_step(q)) == SQLITE_ROW) {
@@ -1207,7 +1235,7 @@ int store_job_cancel(store *s, int64_t job_seq, const char *who, store_job *out,
     }
     sqlite3_stmt *q = st(s, S_STAGES_OPEN, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1234,7 +1262,7 @@ int store_job_cancel(store *s, int64_t job_seq, const char *who, store_job *out,
     int64_t now = gpp__now_ms();
     q = st(s, S_STAGES_CANCEL, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1283,7 +1311,7 @@ int store_job_retry(store *s, int64_t job_seq, const char *who, store_job *out,
     }
     sqlite3_stmt *q = st(s, S_STAGE_FIRST_OPEN, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1299,7 +1327,7 @@ int store_job_retry(store *s, int64_t job_seq, const char *who, store_job *out,
     /* collect the stages that go back to the queue, for their events */
     q = st(s, S_STAGES_OPEN, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1316,7 +1344,7 @@ int store_job_retry(store *s, int64_t job_seq, const char *who, store_job *out,
     done(q);
     q = st(s, S_STAGES_REQUEUE, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1400,7 +1428,7 @@ int store_stage_list(store *s, int64_t job_seq, store_stage **out, size_t *n, gp
     store_stage *arr = NULL;
     sqlite3_stmt *q = st(s, S_STAGE_LIST, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1461,7 +1489,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
         goto out;
     sqlite3_stmt *q = st(s, S_STAGE_GET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1500,7 +1528,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
     int64_t now = gpp__now_ms();
     q = st(s, S_STAGE_SET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1523,7 +1551,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
     if (rc == 0 && c->output_sha256 && c->output_size > 0) {
         q = st(s, S_ARTIFACT_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         bind_text(q, 1, c->output_sha256);
@@ -1555,7 +1583,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
             int n_sk = 0, src2;
             q = st(s, S_STAGES_RANGE, err);
             if (!q) {
-                rc = GPP_EIO;
+                rc = s->st_rc;
                 goto out;
             }
             sqlite3_bind_int64(q, 1, job_seq);
@@ -1570,7 +1598,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
             done(q);
             q = st(s, S_STAGES_SKIP, err);
             if (!q) {
-                rc = GPP_EIO;
+                rc = s->st_rc;
                 goto out;
             }
             sqlite3_bind_int64(q, 1, job_seq);
@@ -1597,7 +1625,7 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
             jstate = j.state;
             q = st(s, S_STAGE_REASON, err);
             if (!q) {
-                rc = GPP_EIO;
+                rc = s->st_rc;
                 goto out;
             }
             sqlite3_bind_int64(q, 1, job_seq);
@@ -1656,7 +1684,7 @@ static int metric_name_id(store *s, int64_t job_seq, const char *name, int64_t *
 {
     sqlite3_stmt *q = st(s, S_NAME_GET, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     bind_text(q, 1, name);
     int src = sqlite3_step(q);
     if (src == SQLITE_ROW)
@@ -1665,7 +1693,7 @@ static int metric_name_id(store *s, int64_t job_seq, const char *name, int64_t *
     if (src == SQLITE_DONE) {
         q = st(s, S_NAME_INSERT, err);
         if (!q)
-            return GPP_EIO;
+            return s->st_rc;
         bind_text(q, 1, name);
         int rc = exec_stmt(s, q, "metric name", err);
         if (rc != 0)
@@ -1676,7 +1704,7 @@ static int metric_name_id(store *s, int64_t job_seq, const char *name, int64_t *
     }
     q = st(s, S_JMN_INSERT, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     sqlite3_bind_int64(q, 1, job_seq);
     sqlite3_bind_int64(q, 2, *id);
     return exec_stmt(s, q, "job metric name", err);
@@ -1700,7 +1728,7 @@ static int metrics_insert(store *s, int64_t job_seq, const store_metric_point *p
         goto out;
     sqlite3_stmt *q = st(s, S_JOB_EXISTS, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -1727,7 +1755,7 @@ static int metrics_insert(store *s, int64_t job_seq, const store_metric_point *p
         }
         q = st(s, S_METRIC_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         sqlite3_bind_int64(q, 1, job_seq);
@@ -1862,7 +1890,7 @@ static int series_read(store *s, const store_metrics_query *qr, int64_t name_id,
 {
     sqlite3_stmt *q = st(s, qr->stage_idx >= 0 ? S_SERIES_STAGE : S_SERIES_ALL, err);
     if (!q)
-        return GPP_EIO;
+        return s->st_rc;
     sqlite3_bind_int64(q, 1, qr->job_seq);
     sqlite3_bind_int64(q, 2, name_id);
     if (qr->stage_idx >= 0)
@@ -1925,7 +1953,7 @@ int store_metrics_query_run(store *s, const store_metrics_query *qr, store_metri
     size_t cap = 0;
     sqlite3_stmt *q = st(s, S_JOB_NAMES, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, qr->job_seq);
@@ -2020,7 +2048,7 @@ int store_events_list(store *s, int64_t job_seq, int64_t after_id, int limit,
     size_t k = 0;
     sqlite3_stmt *q = st(s, job_seq ? S_EVENTS_JOB : S_EVENTS_ALL, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     if (job_seq)
@@ -2110,7 +2138,7 @@ int store_logs_list(store *s, int64_t job_seq, int64_t after_id, int limit, stor
     size_t k = 0;
     sqlite3_stmt *q = st(s, S_LOGS_LIST, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -2187,7 +2215,7 @@ int store_dataset_insert(store *s, const char *name, const char *format, const c
     int rc = 0;
     sqlite3_stmt *q = st(s, S_DATASET_INSERT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, name);
@@ -2214,7 +2242,7 @@ int store_dataset_get(store *s, const char *name, store_dataset *out, gpp_error 
     int rc = 0;
     sqlite3_stmt *q = st(s, S_DATASET_GET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, name);
@@ -2245,7 +2273,7 @@ int store_dataset_list(store *s, const char *after, int limit, store_dataset **o
     size_t k = 0;
     sqlite3_stmt *q = st(s, S_DATASET_LIST, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, after ? after : "");
@@ -2303,7 +2331,7 @@ int store_worker_list(store *s, const char *after, int limit, store_worker **out
     size_t k = 0;
     sqlite3_stmt *q = st(s, S_WORKER_LIST, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, after ? after : "");
@@ -2351,7 +2379,7 @@ int64_t store_worker_count_active(store *s, gpp_error *err)
     int64_t c = 0;
     sqlite3_stmt *q = st(s, S_WORKER_COUNT, err);
     if (!q) {
-        c = GPP_EIO;
+        c = s->st_rc;
     } else {
         int src = sqlite3_step(q);
         if (src == SQLITE_ROW)
@@ -2373,7 +2401,7 @@ int store_artifact_insert(store *s, const char *sha256_hex, int64_t size, const 
     int rc = 0;
     sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, sha256_hex);
@@ -2400,7 +2428,7 @@ int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err)
     int rc;
     sqlite3_stmt *q = st(s, S_ARTIFACT_EXISTS, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, sha256_hex);
         int src = sqlite3_step(q);
@@ -2417,7 +2445,7 @@ int store_artifact_size(store *s, const char *sha256_hex, int64_t *size, gpp_err
     int rc = 0;
     sqlite3_stmt *q = st(s, S_ARTIFACT_SIZE, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, sha256_hex);
         int src = sqlite3_step(q);
@@ -2447,7 +2475,7 @@ int store_runnable_list(store *s, int limit, store_runnable **out, size_t *n, gp
     size_t k = 0;
     sqlite3_stmt *q = st(s, S_RUNNABLE, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int(q, 1, limit);
@@ -2487,7 +2515,7 @@ int store_stage_set_reason(store *s, int64_t job_seq, int idx, const char *reaso
     int rc = 0;
     sqlite3_stmt *q = st(s, S_STAGE_REASON_SET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         sqlite3_bind_int64(q, 1, job_seq);
         sqlite3_bind_int(q, 2, idx);
@@ -2522,7 +2550,7 @@ int store_stage_input(store *s, int64_t job_seq, int idx, char hex[65], gpp_erro
     int rc;
     sqlite3_stmt *q = st(s, S_STAGE_INPUT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         sqlite3_bind_int64(q, 1, job_seq);
         sqlite3_bind_int(q, 2, idx);
@@ -2540,7 +2568,7 @@ int store_job_last_output(store *s, const char *job_id, char hex[65], gpp_error 
     int rc;
     sqlite3_stmt *q = st(s, S_JOB_LAST_OUTPUT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, job_id);
         rc = query_hex(s, q, hex, "job output", err);
@@ -2574,7 +2602,7 @@ int store_stage_progress(store *s, int64_t job_seq, int idx, int attempt, double
         goto out;
     sqlite3_stmt *q = st(s, S_STAGE_PROGRESS, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     sqlite3_bind_int64(q, 1, job_seq);
@@ -2613,7 +2641,7 @@ int store_stages_active(store *s, store_active **out, size_t *n, gpp_error *err)
     store_active *arr = NULL;
     sqlite3_stmt *q = st(s, S_STAGES_ACTIVE, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     while ((src = sqlite3_step(q)) == SQLITE_ROW) {
@@ -2660,7 +2688,7 @@ int store_worker_upsert(store *s, const char *id, const char *name, const char *
     int rc = 0;
     sqlite3_stmt *q = st(s, S_WORKER_UPSERT, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, id);
         bind_text(q, 2, name);
@@ -2687,7 +2715,7 @@ int store_worker_set(store *s, const char *id, const char *state, int64_t stage_
     int rc = 0;
     sqlite3_stmt *q = st(s, state || stage_id >= 0 ? S_WORKER_SET : S_WORKER_SEEN, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else if (state || stage_id >= 0) {
         bind_text(q, 1, id);
         bind_text(q, 2, state);
@@ -2710,7 +2738,7 @@ int store_worker_state(store *s, const char *id, char state[16], gpp_error *err)
     state[0] = '\0';
     sqlite3_stmt *q = st(s, S_WORKER_GET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, id);
         int src = sqlite3_step(q);
@@ -2732,7 +2760,7 @@ int store_workers_reset(store *s, gpp_error *err)
     int rc = 0;
     sqlite3_stmt *q = st(s, S_WORKERS_RESET, err);
     if (!q)
-        rc = GPP_EIO;
+        rc = s->st_rc;
     else
         rc = exec_stmt(s, q, "workers reset", err);
     pthread_mutex_unlock(&s->mu);
@@ -2750,7 +2778,7 @@ int store_dataset_files_get(store *s, const char *dataset, store_dataset_file **
     store_dataset_file *arr = NULL;
     sqlite3_stmt *q = st(s, S_DSFILES_GET, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, dataset);
@@ -2796,7 +2824,7 @@ int store_dataset_files_put(store *s, const char *dataset, const store_dataset_f
         goto out;
     sqlite3_stmt *q = st(s, S_DSFILES_DEL, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
         goto out;
     }
     bind_text(q, 1, dataset);
@@ -2804,7 +2832,7 @@ int store_dataset_files_put(store *s, const char *dataset, const store_dataset_f
     for (size_t i = 0; rc == 0 && i < n; i++) {
         q = st(s, S_DSFILE_INSERT, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         bind_text(q, 1, dataset);
@@ -2817,7 +2845,7 @@ int store_dataset_files_put(store *s, const char *dataset, const store_dataset_f
     if (rc == 0) {
         q = st(s, S_DATASET_SHA, err);
         if (!q) {
-            rc = GPP_EIO;
+            rc = s->st_rc;
             goto out;
         }
         bind_text(q, 1, dataset);
@@ -2841,7 +2869,7 @@ int store_dataset_file_by_sha(store *s, const char *sha256_hex, char **path, int
     int rc = 0;
     sqlite3_stmt *q = st(s, S_DSFILE_BY_SHA, err);
     if (!q) {
-        rc = GPP_EIO;
+        rc = s->st_rc;
     } else {
         bind_text(q, 1, sha256_hex);
         int src = sqlite3_step(q);

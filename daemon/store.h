@@ -12,7 +12,11 @@
  * NULL) with a machine code the HTTP layer maps to a status:
  *   "not_found"   GPP_ENOTFOUND   no such row
  *   "conflict"    GPP_EINVAL      the state does not allow it (409)
- *   "unavailable" GPP_EIO         database busy/locked, disk full, I/O error (503)
+ *   "unavailable" GPP_EUNAVAIL    database busy/locked past the busy timeout
+ *                                 (STORE_BUSY_TIMEOUT_MS), disk full, I/O error:
+ *                                 the transaction was rolled back, nothing was
+ *                                 written; try again later (HTTP 503 + Retry-After;
+ *                                 the worker link acks nothing and closes)
  *   "internal"    GPP_EIO         anything else SQLite reports (500)
  *   "newer_schema", "bad_schema" GPP_EVERSION from store_open only.
  * Times are unix milliseconds; 0 stands for "not set" (SQL NULL).
@@ -30,6 +34,14 @@
 
 typedef struct store store;
 
+/* Locks held by other processes (an admin's sqlite3 shell, a backup): a
+ * write waits up to STORE_BUSY_TIMEOUT_MS for them, then fails
+ * "unavailable"; for STORE_BUSY_HOLD_MS after such a failure the database
+ * counts as locked and writes wait only STORE_BUSY_QUICK_MS (the daemon
+ * stays responsive: answers 503 at once instead of queueing behind waits). */
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_BUSY_QUICK_MS 100
+#define STORE_BUSY_HOLD_MS 2000
 #define STORE_NAME_MAX 64          /* token names, metric names, data set names */
 #define STORE_METRIC_NAMES_MAX 64  /* names per metrics query */
 

@@ -22,6 +22,9 @@ enum {
     GPP_ECHECKSUM = -7,  /* checksum mismatch */
     GPP_ENOTFOUND = -8,  /* missing file, name or key */
     GPP_EAGAIN = -9,     /* need more input (incremental decoders) */
+    GPP_EUNAVAIL = -10,  /* storage temporarily unavailable: disk full, database
+                            locked or busy, I/O error; nothing was written, try
+                            again later (code "unavailable", HTTP 503 + Retry-After) */
 };
 
 typedef struct gpp_error {
