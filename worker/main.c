@@ -2,7 +2,7 @@
  *   gpp-worker run JOB.json --out DIR [...]          (gpp/stages.h)
  *   gpp-worker export MODEL.gppm --onnx OUT.onnx      (gpp/export.h)
  *   gpp-worker bench --model NAME --batch B --steps N [--threads T]
- *                    [--input CxHxW] [--device cpu] [--warmup W] [--classes K]
+ *                    [--input CxHxW] [--device cpu|cuda[:N]] [--warmup W] [--classes K]
  *                    [--seed S]
  *   gpp-worker zoo NAME [--input CxHxW] [--classes K]
  *   gpp-worker --version
@@ -30,7 +30,7 @@ static void usage(FILE *f)
             "  run JOB.json --out DIR [--resume] ...   a whole job, no daemon (run -h)\n"
             "  export MODEL.gppm --onnx OUT.onnx      the model as ONNX\n"
             "  bench --model NAME --batch B --steps N [--threads T] [--input CxHxW]\n"
-            "        [--device cpu] [--warmup W] [--classes K] [--seed S]\n"
+            "        [--device cpu|cuda[:N]] [--warmup W] [--classes K] [--seed S]\n"
             "        train/inference throughput on random data, one JSON line\n"
             "  zoo NAME [--input CxHxW] [--classes K]\n"
             "        print a zoo network's description (canonical JSON, as built)\n"

@@ -1,7 +1,8 @@
 /* gpp/nn.h - the engine of gpp-worker: build a network from its description
  * (gpp/netdesc.h), train it (forward, backward, SGD), evaluate it, read any
  * layer's features, count its parameters and MACs, and cut channels out of
- * it.  CPU on OpenBLAS now; the backend is chosen once per run (nn_ctx).
+ * it.  CPU on OpenBLAS, or CUDA (cuBLAS) in a build with nvcc; the backend is
+ * chosen once per run (nn_ctx).
  *
  * Data layout: float32, NCHW, one sample after the other.  Node 0 of a
  * network is the data ("input"); nodes 1.. are the layers of the description
@@ -12,6 +13,19 @@
  *   nn_net_forward(net, x, labels, n, 1, &loss, err);
  *   nn_net_backward(net, NULL, 0, err);
  *   nn_net_sgd_step(net, &opt);          // opt.lr = nn_lr_at(&sched, epoch)
+ *
+ * Devices (nn_ctx "cuda"): parameters, gradients, momentum, running
+ * statistics, activations and scratch live in device memory (cudaMalloc);
+ * the calls above queue device work and return (a forward asked for *loss
+ * waits for it).  Host code sees the net only through this API, which hands
+ * out host views: nn_net_output / nn_net_output_grad / nn_net_switches copy
+ * the node's buffer to a host mirror on each call; nn_net_tensor*,
+ * nn_net_*_block return host mirrors of the parameter blocks, brought up to
+ * date on the call (see nn_net_sync_to_host), and whatever host code writes
+ * there is uploaded before the next device work (nn_net_sync_to_device).
+ * A pointer from those accessors taken before a training step (forward,
+ * backward, SGD, zero_grad) shows the values of before the step; ask again.
+ * On the cpu the views are the buffers themselves and the syncs are no-ops.
  *
  * Nothing is allocated in those four calls: nn_net_reserve(net, B) sizes
  * every buffer for batches of up to B samples once.  Results are identical
@@ -61,17 +75,30 @@ const char *nn_op_name(nn_op op);
 
 typedef struct nn_ctx nn_ctx;
 
-/* A context for `device` ("cpu"; NULL means "cpu") with `threads` >= 1
- * threads (the caller's thread is one of them).  Sets OpenBLAS to one thread:
- * the engine parallelises itself.  NULL with *err filled on failure (unknown
- * device, no memory).  Free with nn_ctx_free after every net using it. */
+/* A context for `device` with `threads` >= 1 threads (the caller's thread
+ * is one of them).  device: "cpu" (NULL means "cpu"), or "cuda" / "cuda:N"
+ * in a build with CUDA (GPP_HAVE_CUDA): the CUDA backend on device N (its
+ * host side is one thread).  Sets OpenBLAS to one thread: the engine
+ * parallelises itself.  NULL with *err filled on failure: an unknown device,
+ * "cuda" in a cpu-only build (GPP_EINVAL), no working GPU ("no CUDA device:
+ * <CUDA's reason>", GPP_ENOTFOUND), no memory.  Free with nn_ctx_free after
+ * every net using it. */
 nn_ctx *nn_ctx_new(const char *device, int threads, gpp_error *err);
 /* Stop the threads and free (NULL is fine). */
 void nn_ctx_free(nn_ctx *ctx);
 /* The number of threads. */
 int nn_ctx_threads(const nn_ctx *ctx);
-/* The backend's name ("cpu"). */
+/* The backend's name ("cpu" or "cuda"). */
 const char *nn_ctx_device(const nn_ctx *ctx);
+/* The device's name ("cpu", or the GPU's, e.g. "NVIDIA H100 80GB HBM3")
+ * into name[cap] and its memory in MiB (host RAM for the cpu) into *mem_mb
+ * (either may be NULL).  0, or GPP_ENOTFOUND. */
+int nn_ctx_device_info(const nn_ctx *ctx, char *name, size_t cap, long long *mem_mb);
+/* Wait until the work queued on the device is done (a no-op on the cpu);
+ * 0, or the device error that happened since the last check (out of
+ * device memory: GPP_ENOMEM, code "out_of_memory"; else GPP_EIO, code
+ * "device_error"), with *err. */
+int nn_ctx_synchronize(nn_ctx *ctx, gpp_error *err);
 
 /* ---- building ----------------------------------------------------------------- */
 
@@ -234,6 +261,15 @@ float *nn_net_grad_block(nn_net *net, size_t *len);
 float *nn_net_momentum_block(nn_net *net, size_t *len);
 gpp_rng *nn_net_rng(nn_net *net);
 
+/* Explicit coherence of the parameter blocks (device contexts; no-ops on
+ * the cpu).  nn_net_sync_to_host: bring the host mirrors up to date with
+ * the device (the accessors above do it themselves) and treat the host copy
+ * as the current one.  nn_net_sync_to_device: upload the host mirrors now
+ * (otherwise done before the next device work after a host access).
+ * 0, or the device error with *err. */
+int nn_net_sync_to_host(nn_net *net, gpp_error *err);
+int nn_net_sync_to_device(nn_net *net, gpp_error *err);
+
 /* Per-node timing: when on, forward and backward add their wall time per
  * node; read with nn_net_node_time (seconds), clear with on = 1 again. */
 void nn_net_set_profile(nn_net *net, int on);
@@ -287,7 +323,7 @@ cJSON *nn_zoo_model(const char *name, const int input[3], int classes,
 
 typedef struct nn_bench_opts {
     const char *model;     /* zoo name */
-    const char *device;    /* "cpu" */
+    const char *device;    /* "cpu", "cuda", "cuda:N" */
     int batch, steps, warmup, threads;
     int input[3];
     int classes;
@@ -295,12 +331,14 @@ typedef struct nn_bench_opts {
 } nn_bench_opts;
 /* Time `steps` training steps (forward + backward + SGD momentum 0.9) and
  * as many inference batches on random data after `warmup` steps; returns
- * {"model", "device", "batch", "threads", "input", "steps",
+ * {"model", "device", "device_name", "batch", "threads", "input", "steps",
  *  "train_images_per_s", "infer_images_per_s", "peak_rss_kb", "params",
  *  "macs", "layers": [{"name", "type", "params", "macs", "fwd_ms",
  *  "bwd_ms", "infer_ms"}]} (per-layer milliseconds per training step and per
  *  inference batch; a layer fused into the one before it shows 0), or NULL
- *  with *err. */
+ *  with *err.  On a device the timed loops run unprofiled and end with
+ *  nn_ctx_synchronize; the per-layer times come from a profiled pass after
+ *  them (which waits for the device around every node). */
 cJSON *nn_bench_run(const nn_bench_opts *o, gpp_error *err);
 
 #endif

@@ -7,25 +7,50 @@
 # peer's median images/s (min..max), the median ratio (min..max) for
 # training and inference, and both peak RSS figures.
 #
-#   tests/bench/engine_vs_torch.sh [BUILD_DIR]
-#   env: PAIRS (5), THREADS (2), CONFIGS ("model:batch:CxHxW:steps ...")
+#   tests/bench/engine_vs_torch.sh [--device cpu|cuda[:N]] [BUILD_DIR]
+#   env: PAIRS (5; 3 on cuda), THREADS (2), CONFIGS ("model:batch:CxHxW:steps ..."),
+#        PY (/usr/bin/python3: the python with torch; on the GPU machine python3)
+# --device cuda: both sides on the GPU (torch_peer.py --device cuda, with a
+# torch.cuda.synchronize() around its timings; the engine synchronises at the
+# end of its timed loops); the peer's second variant is torch with TF32 off
+# (strict FP32 like the engine) instead of the malloc tunables, and the
+# peer's figure of a round is the faster of the two.  Default configs on
+# cuda: lenet5, vgg-small and inception-base at batch 64 and 256.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+device=cpu
+if [ "${1:-}" = "--device" ]; then
+    device=$2
+    shift 2
+fi
 build=${1:-$here/../../build}
 worker=$build/worker/gpp-worker
-py=/usr/bin/python3
-pairs=${PAIRS:-5}
+py=${PY:-/usr/bin/python3}
 threads=${THREADS:-2}
-configs=${CONFIGS:-"lenet5:64:1x28x28:100 lenet5:256:1x28x28:30 vgg-small:64:1x28x28:20 vgg-small:256:1x28x28:6"}
+case $device in
+cuda*)
+    pairs=${PAIRS:-3}
+    configs=${CONFIGS:-"lenet5:64:1x28x28:200 lenet5:256:1x28x28:100 vgg-small:64:3x32x32:100 vgg-small:256:3x32x32:40 inception-base:64:3x32x32:60 inception-base:256:3x32x32:25"}
+    ;;
+*)
+    pairs=${PAIRS:-5}
+    configs=${CONFIGS:-"lenet5:64:1x28x28:100 lenet5:256:1x28x28:30 vgg-small:64:1x28x28:20 vgg-small:256:1x28x28:6"}
+    ;;
+esac
 tunables='glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:glibc.malloc.top_pad=67108864'
 
 [ -x "$worker" ] || { echo "engine_vs_torch: no $worker (build first)" >&2; exit 1; }
+if [ "$device" != cpu ] && ! "$worker" bench --model lenet5 --batch 2 --steps 1 --warmup 0 \
+        --device "$device" > /dev/null; then
+    echo "engine_vs_torch: --device $device does not work here" >&2
+    exit 1
+fi
 $py -c 'import torch' 2>/dev/null || { echo "engine_vs_torch: $py has no torch" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 res=$tmp/results
 : > "$res"
-echo "engine_vs_torch: $(nproc) cpus, threads $threads, $pairs pairs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "engine_vs_torch: device $device, $(nproc) cpus, threads $threads, $pairs pairs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 for cfg in $configs; do
     model=$(echo "$cfg" | cut -d: -f1)
     batch=$(echo "$cfg" | cut -d: -f2)
@@ -37,11 +62,20 @@ for cfg in $configs; do
     while [ "$i" -lt "$pairs" ]; do
         i=$((i + 1))
         printf '%s engine %s\n' "$cfg" "$("$worker" bench --model "$model" --batch "$batch" \
-            --steps "$steps" --warmup 3 --threads "$threads" --input "$input")" >> "$res"
+            --steps "$steps" --warmup 3 --threads "$threads" --input "$input" \
+            --device "$device")" >> "$res"
         printf '%s torch %s\n' "$cfg" "$($py "$here/torch_peer.py" --desc "$desc" \
-            --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads")" >> "$res"
-        printf '%s torch-tunables %s\n' "$cfg" "$(GLIBC_TUNABLES=$tunables $py "$here/torch_peer.py" \
-            --desc "$desc" --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads")" >> "$res"
+            --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads" \
+            --device "$device")" >> "$res"
+        case $device in
+        cuda*)
+            printf '%s torch-tunables %s\n' "$cfg" "$($py "$here/torch_peer.py" \
+                --desc "$desc" --batch "$batch" --steps "$steps" --warmup 3 \
+                --threads "$threads" --device "$device" --no-tf32)" >> "$res" ;;
+        *)
+            printf '%s torch-tunables %s\n' "$cfg" "$(GLIBC_TUNABLES=$tunables $py "$here/torch_peer.py" \
+                --desc "$desc" --batch "$batch" --steps "$steps" --warmup 3 --threads "$threads")" >> "$res" ;;
+        esac
     done
 done
 $py - "$res" <<'PY'

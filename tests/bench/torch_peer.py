@@ -3,13 +3,20 @@
 module builder shared with tests/unit/nn/gen_fixtures.py.
 
     torch_peer.py --desc FILE.json --batch B --steps N [--threads T] [--warmup W]
+                  [--device cpu|cuda[:N]] [--no-tf32]
     torch_peer.py --desc FILE.json --count
 
 The description is gpp/netdesc.h's canonical JSON (`gpp-worker zoo NAME
 --input CxHxW` prints it).  Bench prints one JSON line like gpp-worker bench:
 train_images_per_s (zero_grad + forward + cross-entropy + backward + SGD
 momentum step), infer_images_per_s (eval, inference_mode), peak_rss_kb.
-Run it with /usr/bin/python3 (Debian's python3-torch)."""
+Run it with /usr/bin/python3 (Debian's python3-torch).
+
+--device cuda: model, batch and optimiser on the GPU, eager mode with
+PyTorch's defaults (cudnn.benchmark off, TF32 allowed in cuDNN convolutions
+as PyTorch does by default, not in matmuls); torch.cuda.synchronize() before
+each clock read.  --no-tf32 turns TF32 off everywhere (strict FP32, like the
+engine's default)."""
 import argparse
 import collections
 import json
@@ -145,6 +152,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--count", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-tf32", action="store_true")
     a = ap.parse_args()
     with open(a.desc) as f:
         desc = json.load(f)
@@ -154,10 +163,21 @@ def main():
         print(json.dumps({"params": count_params(model)}))
         return
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    if cuda and a.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
     C, H, W = desc["input"]
     classes = desc["classes"]
-    x = torch.randn(a.batch, C, H, W)
-    y = torch.randint(0, classes, (a.batch,))
+    model = model.to(dev)
+    x = torch.randn(a.batch, C, H, W).to(dev)
+    y = torch.randint(0, classes, (a.batch,)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def step():
@@ -169,20 +189,26 @@ def main():
     model.train()
     for _ in range(a.warmup):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     t_train = time.perf_counter() - t0
     model.eval()
     with torch.inference_mode():
         for _ in range(min(a.warmup, 2)):
             model(x)
+        sync()
         t0 = time.perf_counter()
         for _ in range(a.steps):
             model(x)
+        sync()
         t_inf = time.perf_counter() - t0
     print(json.dumps({
         "peer": "torch " + torch.__version__,
+        "device": str(dev) + (" " + torch.cuda.get_device_name(dev) if cuda else ""),
+        "tf32": bool(cuda and torch.backends.cudnn.allow_tf32),
         "batch": a.batch, "threads": a.threads, "steps": a.steps,
         "train_images_per_s": a.batch * a.steps / t_train,
         "infer_images_per_s": a.batch * a.steps / t_inf,

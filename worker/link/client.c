@@ -870,10 +870,13 @@ static void send_hello(wl *w)
     h->n_devices = 1;
     h->devices[0].kind = cuda ? GPP_PROTO_DEV_CUDA : GPP_PROTO_DEV_CPU;
     h->devices[0].index = cuda && w->device[4] == ':' ? atoi(w->device + 5) : 0;
-    h->devices[0].name = w->device;
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-    h->devices[0].memory_mb = !cuda && pages > 0 && psize > 0
-                                  ? (int64_t)((double)pages * (double)psize / 1048576.0) : 0;
+    /* the GPU's own name and memory (the cpu: "cpu" and the host RAM) */
+    static char dev_name[128];
+    long long mem_mb = 0;
+    if (!w->ctx || nn_ctx_device_info(w->ctx, dev_name, sizeof dev_name, &mem_mb) != 0)
+        snprintf(dev_name, sizeof dev_name, "%s", w->device);
+    h->devices[0].name = dev_name;
+    h->devices[0].memory_mb = (int64_t)mem_mb;
     h->threads = w->threads;
     h->n_labels = w->n_labels;
     for (size_t i = 0; i < w->n_labels; i++)

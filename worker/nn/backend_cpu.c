@@ -6,6 +6,8 @@
  * sums per part: region i of the context's scratch holds thread i's buffers
  * first and part i's partial sums after them.  OpenBLAS runs
  * single-threaded inside each part. */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -626,11 +628,12 @@ static void cpu_concat_backward_one(nn_ctx *ctx, float *din, const float *dout, 
 
 /* ---- softmax cross-entropy (small: one thread) ---------------------------------- */
 
-static float cpu_softmax_ce_forward(nn_ctx *ctx, float *probs, const float *logits,
-                                    const int32_t *labels, int N, int K)
+static void cpu_softmax_ce_forward(nn_ctx *ctx, float *probs, float *loss,
+                                   const float *logits, const int32_t *labels, int N, int K)
 {
     (void)ctx;
-    return nn_softmax_ce_forward(probs, logits, labels, N, K);
+    float l = nn_softmax_ce_forward(probs, logits, labels, N, K);
+    *loss = labels ? l : 0.0f;
 }
 
 static void cpu_softmax_ce_backward(nn_ctx *ctx, float *dlogits, const float *probs,
@@ -686,8 +689,100 @@ static void cpu_sgd_step(nn_ctx *ctx, float *param, const float *grad, float *mo
     nn_pool_run(ctx->pool, sgd_task_fn, &a);
 }
 
+/* ---- batch-norm folding (materialising fused outputs, eval folding) ------- */
+
+static void cpu_bn_fold(nn_ctx *ctx, float *scale, float *shift, const float *gamma,
+                        const float *beta, const float *mean, const float *second, double eps,
+                        int C, int from_batch)
+{
+    (void)ctx;
+    for (int c = 0; c < C; c++) {
+        float sc = from_batch ? gamma[c] * second[c]
+                              : gamma[c] * (float)(1.0 / sqrt((double)second[c] + eps));
+        scale[c] = sc;
+        shift[c] = beta[c] - mean[c] * sc;
+    }
+}
+
+static void cpu_channel_affine(nn_ctx *ctx, float *out, const float *in, const float *scale,
+                               const float *shift, int N, int C, int HW)
+{
+    (void)ctx;
+    for (int c = 0; c < C; c++) {
+        const float sc = scale[c], sh = shift[c];
+        for (int i = 0; i < N; i++) {
+            const float *x = in + ((size_t)i * C + c) * HW;
+            float *y = out + ((size_t)i * C + c) * HW;
+            for (int j = 0; j < HW; j++) y[j] = x[j] * sc + sh;
+        }
+    }
+}
+
+/* ---- memory: plain host memory (64-byte aligned, zeroed) ------------------- */
+
+static void *cpu_alloc(nn_ctx *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_free(nn_ctx *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void cpu_memcpy(nn_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    (void)ctx;
+    if (dst != src && bytes) memcpy(dst, src, bytes);
+}
+
+static int cpu_sync(nn_ctx *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static void cpu_upload_wait(nn_ctx *ctx)
+{
+    (void)ctx;
+}
+
+static size_t cpu_conv_scratch(const nn_conv_dims *d, int with_bias)
+{
+    nn_conv_dims one = *d;
+    one.N = 1;
+    return nn_backend_conv_scratch(&one, with_bias);
+}
+
+static size_t cpu_conv_shared(const nn_conv_dims *d)
+{
+    nn_conv_dims one = *d;
+    one.N = 1;
+    return nn_backend_conv_shared(&one);
+}
+
 const nn_backend nn_backend_cpu = {
     .name = "cpu",
+    .host = 1,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .sync = cpu_sync,
+    .upload_async = cpu_memcpy,
+    .upload_wait = cpu_upload_wait,
+    .host_alloc = cpu_alloc,
+    .host_free = cpu_free,
+    .conv_scratch = cpu_conv_scratch,
+    .conv_shared = cpu_conv_shared,
+    .bn_fold = cpu_bn_fold,
+    .channel_affine = cpu_channel_affine,
     .conv_forward = cpu_conv_forward,
     .conv_backward = cpu_conv_backward,
     .fc_forward = cpu_fc_forward,

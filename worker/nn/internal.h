@@ -12,6 +12,7 @@
 #include "gpp/rng.h"
 #include "kernels.h"
 #include "pool.h"
+#include "gpp_config.h"
 
 #define NN_MAX_INPUTS 16
 
@@ -22,6 +23,29 @@
  * The CUDA backend mirrors it with the same entries (`_cuda` kernels). */
 typedef struct nn_backend {
     const char *name;
+    int host;                  /* 1: buffers are host memory (cpu); 0: device memory */
+    /* ---- memory: every block a net or context owns goes through these ----
+     * alloc: `bytes` zeroed (NULL when out of memory); free accepts NULL.
+     * upload: host -> backend memory; download: backend -> host, complete on
+     * return (it waits for the work queued before it).  sync: wait for all
+     * queued work; 0, or the first device error since the last sync (the
+     * message in ctx->dev_msg; GPP_ENOMEM for device out-of-memory). */
+    void *(*alloc)(nn_ctx *ctx, size_t bytes);
+    void (*free)(nn_ctx *ctx, void *p);
+    void (*upload)(nn_ctx *ctx, void *dst, const void *src, size_t bytes);
+    void (*download)(nn_ctx *ctx, void *dst, const void *src, size_t bytes);
+    int (*sync)(nn_ctx *ctx);
+    /* upload_async: like upload, but src must stay unchanged until
+     * upload_wait returns (pinned staging of the batch); host_alloc /
+     * host_free: host memory the device copies from fast (pinned). */
+    void (*upload_async)(nn_ctx *ctx, void *dst, const void *src, size_t bytes);
+    void (*upload_wait)(nn_ctx *ctx);
+    void *(*host_alloc)(nn_ctx *ctx, size_t bytes);
+    void (*host_free)(nn_ctx *ctx, void *p);
+    /* Floats of scratch a conv of `d` needs (d->N = the reserved batch), and
+     * of the shared buffer (Winograd filters on the cpu). */
+    size_t (*conv_scratch)(const nn_conv_dims *d, int with_bias);
+    size_t (*conv_shared)(const nn_conv_dims *d);
     void (*conv_forward)(nn_ctx *ctx, float *out, const float *in,
                          const float *weight, const float *bias,
                          const nn_epilogue *ep, const nn_conv_dims *d);
@@ -68,20 +92,40 @@ typedef struct nn_backend {
                                int Ci, int off, int Ctot, int HW);
     void (*concat_backward_one)(nn_ctx *ctx, float *din, const float *dout, int N,
                                 int Ci, int off, int Ctot, int HW, int accumulate);
-    float (*softmax_ce_forward)(nn_ctx *ctx, float *probs, const float *logits,
-                                const int32_t *labels, int N, int K);
+    /* *loss (backend memory) = the mean cross-entropy (0 without labels) */
+    void (*softmax_ce_forward)(nn_ctx *ctx, float *probs, float *loss, const float *logits,
+                               const int32_t *labels, int N, int K);
     void (*softmax_ce_backward)(nn_ctx *ctx, float *dlogits, const float *probs,
                                 const int32_t *labels, int N, int K, float dloss);
     /* dst[i] = src[i] (copy) or dst[i] += src[i] (add) */
     void (*copy)(nn_ctx *ctx, float *dst, const float *src, size_t len);
     void (*add)(nn_ctx *ctx, float *dst, const float *src, size_t len);
     void (*zero)(nn_ctx *ctx, float *dst, size_t len);
+    /* a batch norm as a per-channel affine map: from_batch: scale = gamma *
+     * rstd (second = rstd), else scale = gamma / sqrt(var + eps) (second =
+     * running var); shift = beta - mean * scale.  [C] each. */
+    void (*bn_fold)(nn_ctx *ctx, float *scale, float *shift, const float *gamma,
+                    const float *beta, const float *mean, const float *second, double eps,
+                    int C, int from_batch);
+    /* out [N, C, HW] = in * scale[c] + shift[c] */
+    void (*channel_affine)(nn_ctx *ctx, float *out, const float *in, const float *scale,
+                           const float *shift, int N, int C, int HW);
     /* torch.optim.SGD on a flat block; first: no momentum buffer yet */
     void (*sgd_step)(nn_ctx *ctx, float *param, const float *grad, float *mom,
                      size_t len, const nn_sgd *opt, int first);
 } nn_backend;
 
 extern const nn_backend nn_backend_cpu;
+#if GPP_HAVE_CUDA
+extern const nn_backend nn_backend_cuda;
+/* Open CUDA device `index` for ctx (ctx->dev, stream, cuBLAS); 0, or a
+ * GPP_E* code with *err ("no CUDA device: ..."). backend_cuda.cu. */
+int nn__cuda_open(nn_ctx *ctx, int index, gpp_error *err);
+/* Release what nn__cuda_open made (NULL dev is fine). */
+void nn__cuda_close(nn_ctx *ctx);
+/* Name and total memory (MiB) of device `index`; 0 or GPP_ENOTFOUND. */
+int nn__cuda_device_info(int index, char *name, size_t cap, long long *mem_mb);
+#endif
 
 /* Floats of per-thread scratch the CPU conv needs for `d` (forward and
  * backward, weight-gradient partials included), and of the shared buffer. */
@@ -98,7 +142,15 @@ struct nn_ctx {
     size_t scratch_stride;     /* floats per thread (64-byte multiple) */
     float *shared;             /* one buffer all threads read (Winograd filters) */
     size_t shared_len;
+    void *dev;                 /* CUDA: stream, cuBLAS handle (backend_cuda.cu) */
+    int dev_index;             /* CUDA device number */
+    int dev_err;               /* first device error (GPP_E*), sticky until read */
+    char dev_msg[256];
 };
+
+/* 0, or the device error recorded since the last check (queued work is
+ * waited for first), put into *err and cleared. */
+int nn__ctx_check(nn_ctx *ctx, gpp_error *err);
 
 /* Make sure every thread has `floats` of scratch (reallocates; not in a
  * training step).  0 or GPP_ENOMEM. */
@@ -149,8 +201,18 @@ struct nn_net {
     nn_node *nodes;            /* [0] is the data */
     int classes;
     uint64_t seed;
-    float *params, *grads, *mom, *state;
+    float *params, *grads, *mom, *state;   /* backend memory */
     size_t n_params, n_state;
+    /* host views: the same pointers on the cpu; on a device, host mirrors
+     * kept coherent by nn__params_host / nn__params_dev (the flags live
+     * behind a pointer so const accessors can update them) */
+    float *hparams, *hgrads, *hmom, *hstate;
+    struct nn_coherence *coh;
+    void *harena;              /* device: host mirror of the arena (node reads) */
+    float *xdev;               /* device: the batch [batch, C, H, W] */
+    float *xpin;               /* device: pinned staging of the batch, then the labels */
+    const float *xhost;        /* the caller's batch of the last forward */
+    float *loss_slot;          /* backend memory: the last forward's loss */
     long long sgd_steps;       /* SGD steps taken (0: no momentum buffer yet) */
     gpp_rng rng;               /* dropout masks */
     int batch;                 /* reserved batch (0: none) */
@@ -173,6 +235,23 @@ struct nn_net {
 /* The output of node id as the last forward left it (flatten resolves to
  * its input). */
 const float *nn__node_out(const nn_net *net, int id);
+
+/* Coherence of the parameter blocks with their host mirrors (device ctx
+ * only; no-ops on the cpu).  nn__params_host: before host code reads or
+ * writes the mirrors (downloads what the device changed; from then on the
+ * host copy is authoritative).  nn__params_dev(net, modifies): before device
+ * work (uploads a host-authoritative copy; modifies: the work changes the
+ * blocks, so the device copy becomes authoritative). */
+void nn__params_host(const nn_net *net);
+void nn__params_dev(nn_net *net, int modifies);
+/* A host view of backend memory `p` (bytes) inside the arena: p itself on
+ * the cpu, else the arena's host mirror after a download.  NULL p: NULL. */
+void *nn__host_view(const nn_net *net, const void *p, size_t bytes);
+/* Replace the four blocks by host blocks hp, hm, hg, hs (allocated with
+ * malloc/calloc, ownership passes; n_params / n_state already set): on a
+ * device they become the mirrors and device copies are made.  0 or
+ * GPP_ENOMEM (then nothing changed and the host blocks are freed). */
+int nn__net_set_blocks(nn_net *net, float *hp, float *hm, float *hg, float *hs);
 
 /* Recompute shapes, parameter counts and layout from the node fields;
  * returns 0 or GPP_EINVAL (*err names the layer).  Used by the builder and

@@ -50,6 +50,83 @@ static void *alloc_touched(size_t bytes)
     return p;
 }
 
+/* ---- device coherence ---------------------------------------------------------- */
+
+/* Which copy of the parameter blocks is current (device contexts). */
+struct nn_coherence {
+    int dev_newer;             /* device work changed the blocks since the last download */
+    int host_dirty;            /* host code may have written the mirrors: upload first */
+};
+
+static void blocks_download(const nn_net *net)
+{
+    nn_ctx *ctx = net->ctx;
+    ctx->be->download(ctx, net->hparams, net->params, sizeof(float) * net->n_params);
+    ctx->be->download(ctx, net->hgrads, net->grads, sizeof(float) * net->n_params);
+    ctx->be->download(ctx, net->hmom, net->mom, sizeof(float) * net->n_params);
+    if (net->n_state)
+        ctx->be->download(ctx, net->hstate, net->state, sizeof(float) * net->n_state);
+}
+
+static void blocks_upload(const nn_net *net)
+{
+    nn_ctx *ctx = net->ctx;
+    ctx->be->upload(ctx, net->params, net->hparams, sizeof(float) * net->n_params);
+    ctx->be->upload(ctx, net->grads, net->hgrads, sizeof(float) * net->n_params);
+    ctx->be->upload(ctx, net->mom, net->hmom, sizeof(float) * net->n_params);
+    if (net->n_state)
+        ctx->be->upload(ctx, net->state, net->hstate, sizeof(float) * net->n_state);
+}
+
+/* nn__params_host: see internal.h. */
+void nn__params_host(const nn_net *net)
+{
+    if (net->ctx->be->host) return;
+    if (net->coh->dev_newer) blocks_download(net);
+    net->coh->dev_newer = 0;
+    net->coh->host_dirty = 1;
+}
+
+/* nn__params_dev: see internal.h. */
+void nn__params_dev(nn_net *net, int modifies)
+{
+    if (net->ctx->be->host) return;
+    if (net->coh->host_dirty) blocks_upload(net);
+    if (modifies) {
+        net->coh->host_dirty = 0;
+        net->coh->dev_newer = 1;
+    }
+}
+
+/* nn_net_sync_to_host: see gpp/nn.h. */
+int nn_net_sync_to_host(nn_net *net, gpp_error *err)
+{
+    nn__params_host(net);
+    return nn__ctx_check(net->ctx, err);
+}
+
+/* nn_net_sync_to_device: see gpp/nn.h. */
+int nn_net_sync_to_device(nn_net *net, gpp_error *err)
+{
+    if (!net->ctx->be->host) {
+        if (net->coh->dev_newer) blocks_download(net);   /* nothing host-side to lose */
+        blocks_upload(net);
+        net->coh->dev_newer = 0;
+        net->coh->host_dirty = 0;
+    }
+    return nn__ctx_check(net->ctx, err);
+}
+
+/* nn__host_view: see internal.h. */
+void *nn__host_view(const nn_net *net, const void *p, size_t bytes)
+{
+    if (!p || net->ctx->be->host) return (void *)(uintptr_t)p;
+    size_t off = (size_t)((const char *)p - (const char *)net->arena);
+    char *h = (char *)net->harena + off;
+    net->ctx->be->download(net->ctx, h, p, bytes);
+    return h;
+}
+
 /* ---- building ------------------------------------------------------------------ */
 
 static int layer_fail(gpp_error *err, int i, const char *name, const char *fmt, ...)
@@ -302,14 +379,14 @@ static void net_init_params(nn_net *net)
     gpp_rng_seed(&r, net->seed ^ RNG_STREAM_INIT);
     for (int i = 1; i < net->n_nodes; i++) {
         nn_node *nd = &net->nodes[i];
-        float *w = net->params + nd->w_off, *b = net->params + nd->b_off;
+        float *w = net->hparams + nd->w_off, *b = net->hparams + nd->b_off;
         if (nd->op == NN_OP_CONV || nd->op == NN_OP_FC) {
             double fan_in = (double)nd->w_len / nd->nout;
             float sd = (float)sqrt(2.0 / fan_in);
             for (size_t j = 0; j < nd->w_len; j++) w[j] = sd * gpp_rng_normal(&r);
             for (size_t j = 0; j < nd->b_len; j++) b[j] = 0.0f;
         } else if (nd->op == NN_OP_BN) {
-            float *st = net->state + nd->s_off;
+            float *st = net->hstate + nd->s_off;
             for (int c = 0; c < nd->C; c++) {
                 w[c] = 1.0f;
                 b[c] = 0.0f;
@@ -318,6 +395,7 @@ static void net_init_params(nn_net *net)
             }
         }
     }
+    if (!net->ctx->be->host) blocks_upload(net);
 }
 
 /* Allocate the param, grad, momentum and state blocks for the current
@@ -337,6 +415,72 @@ static int net_alloc_blocks(nn_net *net, float **p, float **g, float **m, float 
     return GPP_ENOMEM;
 }
 
+/* The backend copies of the four blocks (device contexts). */
+static int dev_alloc_blocks(nn_net *net, float **p, float **g, float **m, float **s)
+{
+    nn_ctx *ctx = net->ctx;
+    *p = ctx->be->alloc(ctx, sizeof(float) * net->n_params);
+    *g = ctx->be->alloc(ctx, sizeof(float) * net->n_params);
+    *m = ctx->be->alloc(ctx, sizeof(float) * net->n_params);
+    *s = ctx->be->alloc(ctx, sizeof(float) * (net->n_state ? net->n_state : 1));
+    if (*p && *g && *m && *s) return 0;
+    ctx->be->free(ctx, *p);
+    ctx->be->free(ctx, *g);
+    ctx->be->free(ctx, *m);
+    ctx->be->free(ctx, *s);
+    *p = *g = *m = *s = NULL;
+    return GPP_ENOMEM;
+}
+
+static void dev_free_blocks(nn_net *net)
+{
+    nn_ctx *ctx = net->ctx;
+    ctx->be->free(ctx, net->params);
+    ctx->be->free(ctx, net->grads);
+    ctx->be->free(ctx, net->mom);
+    ctx->be->free(ctx, net->state);
+}
+
+/* nn__net_set_blocks: see internal.h. */
+int nn__net_set_blocks(nn_net *net, float *hp, float *hm, float *hg, float *hs)
+{
+    if (net->ctx->be->host) {
+        free(net->params);
+        free(net->mom);
+        free(net->grads);
+        free(net->state);
+        net->params = net->hparams = hp;
+        net->mom = net->hmom = hm;
+        net->grads = net->hgrads = hg;
+        net->state = net->hstate = hs;
+        return 0;
+    }
+    float *p, *g, *m, *st;
+    if (dev_alloc_blocks(net, &p, &g, &m, &st) != 0) {
+        free(hp);
+        free(hm);
+        free(hg);
+        free(hs);
+        return GPP_ENOMEM;
+    }
+    dev_free_blocks(net);
+    free(net->hparams);
+    free(net->hmom);
+    free(net->hgrads);
+    free(net->hstate);
+    net->params = p;
+    net->grads = g;
+    net->mom = m;
+    net->state = st;
+    net->hparams = hp;
+    net->hmom = hm;
+    net->hgrads = hg;
+    net->hstate = hs;
+    blocks_upload(net);
+    net->coh->dev_newer = net->coh->host_dirty = 0;
+    return 0;
+}
+
 /* nn_net_new: see gpp/nn.h. */
 nn_net *nn_net_new(nn_ctx *ctx, const cJSON *desc, const int input[3], int classes,
                    uint64_t seed, gpp_error *err)
@@ -351,6 +495,10 @@ nn_net *nn_net_new(nn_ctx *ctx, const cJSON *desc, const int input[3], int class
     net->ctx = ctx;
     net->seed = seed;
     net->fuse = 1;
+    if (!(net->coh = calloc(1, sizeof *net->coh))) {
+        gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "", "out of memory");
+        goto fail;
+    }
     int shape[3] = {0, 0, 0};
     const cJSON *ji = cJSON_GetObjectItemCaseSensitive(canon, "input");
     if (input) {
@@ -383,9 +531,20 @@ nn_net *nn_net_new(nn_ctx *ctx, const cJSON *desc, const int input[3], int class
                       "the network produces %d logits; at least 2 are needed", net->classes);
         goto fail;
     }
-    if (net_alloc_blocks(net, &net->params, &net->grads, &net->mom, &net->state) != 0) {
+    if (net_alloc_blocks(net, &net->hparams, &net->hgrads, &net->hmom, &net->hstate) != 0) {
         gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "", "out of memory for %zu parameters",
                       net->n_params);
+        goto fail;
+    }
+    if (ctx->be->host) {
+        net->params = net->hparams;
+        net->grads = net->hgrads;
+        net->mom = net->hmom;
+        net->state = net->hstate;
+    } else if (dev_alloc_blocks(net, &net->params, &net->grads, &net->mom, &net->state) != 0) {
+        gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
+                      "out of device memory for %zu parameters (%s)", net->n_params,
+                      ctx->device);
         goto fail;
     }
     net_init_params(net);
@@ -402,11 +561,19 @@ fail:
 void nn_net_free(nn_net *net)
 {
     if (!net) return;
-    free(net->arena);
-    free(net->params);
-    free(net->grads);
-    free(net->mom);
-    free(net->state);
+    if (!net->ctx->be->host) {
+        net->ctx->be->free(net->ctx, net->arena);
+        dev_free_blocks(net);
+        free(net->harena);
+        net->ctx->be->host_free(net->ctx, net->xpin);
+    } else {
+        free(net->arena);
+    }
+    free(net->hparams);
+    free(net->hgrads);
+    free(net->hmom);
+    free(net->hstate);
+    free(net->coh);
     free(net->nodes);
     free(net);
 }
@@ -449,17 +616,28 @@ int nn_net_reserve(nn_net *net, int batch, gpp_error *err)
             }
             o += align64(sz_out) + align64(sz_dout) + align64(sz_cache) + align64(sz_sw);
             if (!pass && act > gtmp) gtmp = act;   /* second consumers, fused bn injections */
+            if (!pass && nd->op == NN_OP_BN && 2 * sizeof(float) * nd->C > gtmp)
+                gtmp = 2 * sizeof(float) * nd->C;  /* materialise: scale, shift */
             if (!pass && nd->op == NN_OP_CONV) {
                 const nn_node *in = &net->nodes[nd->in[0]];
-                nn_conv_dims d = {.N = 1, .C = in->C, .H = in->H, .W = in->W, .OC = nd->nout,
-                                  .K = nd->k, .stride = nd->stride, .pad = nd->pad};
+                nn_conv_dims d = {.N = batch, .C = in->C, .H = in->H, .W = in->W,
+                                  .OC = nd->nout, .K = nd->k, .stride = nd->stride,
+                                  .pad = nd->pad};
                 nn_conv_dims_init(&d);
-                size_t s = nn_backend_conv_scratch(&d, nd->bias);
+                size_t s = net->ctx->be->conv_scratch(&d, nd->bias);
                 if (s > scratch) scratch = s;
-                s = nn_backend_conv_shared(&d);
+                s = net->ctx->be->conv_shared(&d);
                 if (s > shared) shared = s;
             }
         }
+        const int dev = !net->ctx->be->host;
+        const size_t xbytes = dev ? sizeof(float) * (size_t)batch * net->nodes[0].C *
+                                        net->nodes[0].H * net->nodes[0].W : 0;
+        if (pass) {
+            net->xdev = dev ? (float *)(base + o) : NULL;
+            net->loss_slot = (float *)(base + o + align64(xbytes));
+        }
+        o += align64(xbytes) + 64;
         if (pass) {
             net->gtmp = gtmp ? (float *)(base + o) : NULL;
             net->labels = (int32_t *)(base + o + align64(gtmp));
@@ -481,6 +659,29 @@ int nn_net_reserve(nn_net *net, int batch, gpp_error *err)
             if (rc == 0) rc = nn_ctx_reserve_shared(net->ctx, shared);
             if (rc != 0)
                 return gpp_error_set(err, rc, "out_of_memory", "", "out of memory for scratch");
+            if (!net->ctx->be->host) {
+                nn_ctx *ctx = net->ctx;
+                void *a = ctx->be->alloc(ctx, total);
+                void *h = a ? malloc(total) : NULL;
+                float *xp = h ? ctx->be->host_alloc(ctx, align64(xbytes) +
+                                                             sizeof(int32_t) * (size_t)batch)
+                              : NULL;
+                if (!xp) {
+                    ctx->be->free(ctx, a);
+                    free(h);
+                    return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
+                                         "out of %s memory reserving %zu bytes for batch %d",
+                                         a ? "host" : "device", total, batch);
+                }
+                ctx->be->free(ctx, net->arena);
+                free(net->harena);
+                ctx->be->host_free(ctx, net->xpin);
+                net->arena = a;
+                net->harena = h;
+                net->xpin = xp;
+                net->arena_bytes = total;
+                continue;
+            }
             void *a = alloc_touched(total);
             if (!a)
                 return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
@@ -535,10 +736,7 @@ static void conv_bn_eval(nn_net *net, nn_node *nd, int n)
     const float *g = net->params + bn->w_off, *b = net->params + bn->b_off;
     const float *rm = net->state + bn->s_off, *rv = rm + bn->C;
     float *scale = bn->cache, *shift = bn->cache + bn->C;   /* bn's cache is free in eval */
-    for (int c = 0; c < bn->C; c++) {
-        scale[c] = g[c] * (float)(1.0 / sqrt((double)rv[c] + bn->eps));
-        shift[c] = b[c] - rm[c] * scale[c];
-    }
+    ctx->be->bn_fold(ctx, scale, shift, g, b, rm, rv, bn->eps, bn->C, 0);
     nn_epilogue ep = {.scale = scale, .shift = shift, .relu = bn->relu_after != 0};
     nn_node *pool = nd->pool_after ? &net->nodes[nd->pool_after] : NULL;
     if (pool) {
@@ -635,14 +833,19 @@ static void node_forward(nn_net *net, nn_node *nd, int n, int train)
             break;
         }
         const float p = (float)nd->p, keep = (float)(1.0 / (1.0 - nd->p));
+        /* the mask comes from the net's RNG on the host (the same on every
+         * backend); a device gets it through the arena's host mirror */
+        float *hmask = be->host ? nd->cache
+                                : (float *)net->harena + (nd->cache - (float *)net->arena);
         for (size_t j = 0; j < len; j++)
-            nd->cache[j] = gpp_rng_uniform(&net->rng) >= p ? keep : 0.0f;
+            hmask[j] = gpp_rng_uniform(&net->rng) >= p ? keep : 0.0f;
+        if (!be->host) be->upload(ctx, nd->cache, hmask, sizeof(float) * len);
         be->dropout_forward(ctx, nd->out, x, nd->cache, len);
         break;
     }
     case NN_OP_SOFTMAX_CE:
-        net->loss = be->softmax_ce_forward(ctx, nd->out, x,
-                                           net->have_labels ? net->labels : NULL, n, nd->C);
+        be->softmax_ce_forward(ctx, nd->out, net->loss_slot, x,
+                               net->have_labels ? net->labels : NULL, n, nd->C);
         break;
     default:
         break;
@@ -665,21 +868,43 @@ int nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
                 return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "labels",
                                      "label %d of sample %d is outside 0..%d", labels[i], i,
                                      net->classes - 1);
-        memcpy(net->labels, labels, sizeof(int32_t) * (size_t)n);
     }
+    nn_ctx *ctx = net->ctx;
+    if (ctx->be->host) {
+        if (labels) memcpy(net->labels, labels, sizeof(int32_t) * (size_t)n);
+    } else {   /* the batch and labels go to the device once, through pinned memory */
+        size_t bytes = sizeof(float) * (size_t)n * sample_len(&net->nodes[0]);
+        size_t loff = align64(sizeof(float) * (size_t)net->batch * sample_len(&net->nodes[0]));
+        ctx->be->upload_wait(ctx);   /* the last step's copies are done with xpin */
+        memcpy(net->xpin, x, bytes);
+        ctx->be->upload_async(ctx, net->xdev, net->xpin, bytes);
+        if (labels) {
+            memcpy((char *)net->xpin + loff, labels, sizeof(int32_t) * (size_t)n);
+            ctx->be->upload_async(ctx, net->labels, (char *)net->xpin + loff,
+                                  sizeof(int32_t) * (size_t)n);
+        }
+    }
+    nn__params_dev(net, train);   /* a training forward updates running statistics */
     net->have_labels = labels != NULL;
     net->fused_out_owner = net->fused_dout_owner = 0;
-    net->x = x;
+    net->xhost = x;
+    net->x = ctx->be->host ? x : net->xdev;
     net->cur_n = n;
     net->cur_train = train;
     for (int i = 1; i < net->n_nodes; i++) {
         nn_node *nd = &net->nodes[i];
+        if (net->profile) ctx->be->sync(ctx);
         double t0 = net->profile ? now_s() : 0.0;
         node_forward(net, nd, n, train);
-        if (net->profile) nd->t_fwd += now_s() - t0;
+        if (net->profile) {
+            ctx->be->sync(ctx);
+            nd->t_fwd += now_s() - t0;
+        }
     }
-    if (!labels) net->loss = 0.0f;
+    net->loss = 0.0f;
+    if (labels && loss) ctx->be->download(ctx, &net->loss, net->loss_slot, sizeof(float));
     if (loss) *loss = net->loss;
+    if (!ctx->be->host && (loss || ctx->dev_err)) return nn__ctx_check(ctx, err);
     return 0;
 }
 
@@ -803,6 +1028,9 @@ int nn_net_backward(nn_net *net, const nn_grad_inject *inject, int n_inject,
         if (inject[k].node < 1 || inject[k].node >= net->n_nodes - 1 || !inject[k].grad)
             return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "",
                                  "cannot inject a gradient at node %d", inject[k].node);
+    nn_ctx *ctx = net->ctx;
+    const nn_backend *be = ctx->be;
+    nn__params_dev(net, 1);
     for (int i = 0; i < net->n_nodes; i++) net->nodes[i].written = 0;
     net->nodes[net->n_nodes - 1].written = net->have_labels;
     net->fused_dout_owner = 0;
@@ -812,10 +1040,15 @@ int nn_net_backward(nn_net *net, const nn_grad_inject *inject, int n_inject,
         for (int k = 0; k < n_inject; k++) {
             if (inject[k].node != i) continue;
             size_t len = (size_t)net->cur_n * sample_len(nd);
+            const float *g = inject[k].grad;   /* host memory */
+            if (!be->host) {                  /* to the device first */
+                be->upload(ctx, nd->written ? net->gtmp : nd->dout, g, sizeof(float) * len);
+                g = nd->written ? net->gtmp : nd->dout;
+            }
             if (nd->written)
-                net->ctx->be->add(net->ctx, nd->dout, inject[k].grad, len);
+                be->add(ctx, nd->dout, g, len);
             else
-                net->ctx->be->copy(net->ctx, nd->dout, inject[k].grad, len);
+                be->copy(ctx, nd->dout, g, len);
             nd->written = 1;
         }
         if (net->fuse && nd->op == NN_OP_RELU && nd->fused_into) continue;   /* in its bn */
@@ -823,16 +1056,21 @@ int nn_net_backward(nn_net *net, const nn_grad_inject *inject, int n_inject,
         if (net->fuse && nd->op == NN_OP_BN && nd->relu_after)
             go = go || net->nodes[nd->relu_after].written;
         if (!go) continue;
+        if (net->profile) be->sync(ctx);
         double t0 = net->profile ? now_s() : 0.0;
         node_backward(net, nd);
-        if (net->profile) nd->t_bwd += now_s() - t0;
+        if (net->profile) {
+            be->sync(ctx);
+            nd->t_bwd += now_s() - t0;
+        }
     }
-    return 0;
+    return ctx->dev_err ? nn__ctx_check(ctx, err) : 0;
 }
 
 /* nn_net_zero_grad: see gpp/nn.h. */
 void nn_net_zero_grad(nn_net *net)
 {
+    nn__params_dev(net, 1);
     net->ctx->be->zero(net->ctx, net->grads, net->n_params);
 }
 
@@ -841,6 +1079,7 @@ void nn_net_zero_grad(nn_net *net)
 /* nn_net_sgd_step: see gpp/nn.h. */
 void nn_net_sgd_step(nn_net *net, const nn_sgd *opt)
 {
+    nn__params_dev(net, 1);
     net->ctx->be->sgd_step(net->ctx, net->params, net->grads, net->mom, net->n_params, opt,
                            net->sgd_steps == 0);
     net->sgd_steps++;
@@ -881,9 +1120,10 @@ float nn_lr_at(const nn_lr_schedule *s, int t)
 int nn_net_correct(const nn_net *net, const int32_t *labels, int n)
 {
     const nn_node *sm = &net->nodes[net->n_nodes - 1];
-    const float *z = nn__node_out(net, sm->in[0]);
-    if (!z) return 0;
     if (n > net->cur_n) n = net->cur_n;
+    const float *z = nn__host_view(net, nn__node_out(net, sm->in[0]),
+                                   sizeof(float) * (size_t)n * sm->C);
+    if (!z) return 0;
     int ok = 0;
     for (int i = 0; i < n; i++) {
         const float *r = z + (size_t)i * sm->C;
@@ -960,25 +1200,17 @@ static void materialise(nn_net *net, int id)
         nd->stale = 0;
     } else if (nd->op == NN_OP_BN && (nd->stale || (shared_bn(net, id) && net->fused_out_owner != id))) {
         materialise(net, nd->in[0]);
+        const nn_backend *be = net->ctx->be;
         const float *x = nn__node_out(net, nd->in[0]);
         const float *g = net->params + nd->w_off, *b = net->params + nd->b_off;
         const float *rm = net->state + nd->s_off, *rv = rm + nd->C;
-        const size_t HW = (size_t)nd->H * nd->W;
-        for (int c = 0; c < nd->C; c++) {
-            float scale, shift;
-            if (net->cur_train) {   /* cache: batch mean, rstd */
-                scale = g[c] * nd->cache[nd->C + c];
-                shift = b[c] - nd->cache[c] * scale;
-            } else {
-                scale = g[c] * (float)(1.0 / sqrt((double)rv[c] + nd->eps));
-                shift = b[c] - rm[c] * scale;
-            }
-            for (int i = 0; i < n; i++) {
-                const float *xi = x + ((size_t)i * nd->C + c) * HW;
-                float *y = nd->out + ((size_t)i * nd->C + c) * HW;
-                for (size_t j = 0; j < HW; j++) y[j] = xi[j] * scale + shift;
-            }
-        }
+        float *scale = net->gtmp, *shift = net->gtmp + nd->C;   /* free outside backward */
+        if (net->cur_train)   /* cache: batch mean, rstd */
+            be->bn_fold(net->ctx, scale, shift, g, b, nd->cache, nd->cache + nd->C, nd->eps,
+                        nd->C, 1);
+        else
+            be->bn_fold(net->ctx, scale, shift, g, b, rm, rv, nd->eps, nd->C, 0);
+        be->channel_affine(net->ctx, nd->out, x, scale, shift, n, nd->C, nd->H * nd->W);
         nd->stale = 0;
         if (shared_bn(net, id)) net->fused_out_owner = id;
     } else if (nd->op == NN_OP_RELU && nd->stale) {
@@ -995,8 +1227,13 @@ const float *nn_net_output(nn_net *net, int id)
     if (id < 0 || id >= net->n_nodes || net->batch == 0) return NULL;
     int r = id;
     while (r > 0 && net->nodes[r].op == NN_OP_FLATTEN) r = net->nodes[r].in[0];
-    if (net->cur_n > 0) materialise(net, r);
-    return nn__node_out(net, id);
+    if (net->cur_n > 0) {
+        nn__params_dev(net, 0);
+        materialise(net, r);
+    }
+    if (r == 0 && !net->ctx->be->host) return net->xhost;
+    return nn__host_view(net, nn__node_out(net, id),
+                         sizeof(float) * (size_t)net->cur_n * sample_len(&net->nodes[id]));
 }
 
 /* nn_net_output_grad: see gpp/nn.h. */
@@ -1010,16 +1247,19 @@ const float *nn_net_output_grad(nn_net *net, int id)
         net->ctx->be->relu_backward(net->ctx, nd->dout, r->dout, r->out,   /* masked */
                                     (size_t)net->cur_n * sample_len(nd));
         net->fused_dout_owner = id;
-        return nd->dout;
+        return nn__host_view(net, nd->dout, sizeof(float) * (size_t)net->cur_n * sample_len(nd));
     }
-    return nd->written ? nd->dout : NULL;
+    return nd->written ? nn__host_view(net, nd->dout,
+                                       sizeof(float) * (size_t)net->cur_n * sample_len(nd))
+                       : NULL;
 }
 
 /* nn_net_switches: see gpp/nn.h. */
 const int32_t *nn_net_switches(const nn_net *net, int id)
 {
     if (id < 1 || id >= net->n_nodes) return NULL;
-    return net->nodes[id].sw;
+    const nn_node *nd = &net->nodes[id];
+    return nn__host_view(net, nd->sw, sizeof(int32_t) * (size_t)net->cur_n * sample_len(nd));
 }
 
 /* nn_net_params: see gpp/nn.h. */
@@ -1046,9 +1286,9 @@ static int node_tensor(const nn_net *net, int id, int slot, nn_tensor *t)
     memset(t, 0, sizeof *t);
     t->node = id;
     if (slot == 0 && nd->w_len) {
-        t->data = net->params + nd->w_off;
-        t->grad = net->grads + nd->w_off;
-        t->momentum = net->mom + nd->w_off;
+        t->data = net->hparams + nd->w_off;
+        t->grad = net->hgrads + nd->w_off;
+        t->momentum = net->hmom + nd->w_off;
         t->len = nd->w_len;
         if (nd->op == NN_OP_CONV) {
             const nn_node *in = &net->nodes[nd->in[0]];
@@ -1065,14 +1305,14 @@ static int node_tensor(const nn_net *net, int id, int slot, nn_tensor *t)
             t->shape[0] = (int)nd->w_len;
         }
     } else if (slot == 1 && nd->b_len) {
-        t->data = net->params + nd->b_off;
-        t->grad = net->grads + nd->b_off;
-        t->momentum = net->mom + nd->b_off;
+        t->data = net->hparams + nd->b_off;
+        t->grad = net->hgrads + nd->b_off;
+        t->momentum = net->hmom + nd->b_off;
         t->len = nd->b_len;
         t->ndim = 1;
         t->shape[0] = (int)nd->b_len;
     } else if (slot >= 2 && nd->op == NN_OP_BN) {
-        t->data = net->state + nd->s_off + (slot == 3 ? nd->C : 0);
+        t->data = net->hstate + nd->s_off + (slot == 3 ? nd->C : 0);
         t->len = (size_t)nd->C;
         t->ndim = 1;
         t->shape[0] = nd->C;
@@ -1096,6 +1336,7 @@ int nn_net_num_tensors(const nn_net *net)
 /* nn_net_tensor: see gpp/nn.h. */
 int nn_net_tensor(const nn_net *net, int idx, nn_tensor *t)
 {
+    nn__params_host(net);
     int n = 0;
     for (int i = 1; i < net->n_nodes; i++)
         for (int s = 0; s < 4; s++)
@@ -1106,6 +1347,7 @@ int nn_net_tensor(const nn_net *net, int idx, nn_tensor *t)
 /* nn_net_tensor_find: see gpp/nn.h. */
 int nn_net_tensor_find(const nn_net *net, const char *name, nn_tensor *t)
 {
+    nn__params_host(net);
     for (int i = 1; i < net->n_nodes; i++)
         for (int s = 0; s < 4; s++)
             if (node_tensor(net, i, s, t) && strcmp(t->name, name) == 0) return 0;
@@ -1115,22 +1357,25 @@ int nn_net_tensor_find(const nn_net *net, const char *name, nn_tensor *t)
 /* nn_net_param_block: see gpp/nn.h. */
 float *nn_net_param_block(nn_net *net, size_t *len)
 {
+    nn__params_host(net);
     if (len) *len = net->n_params;
-    return net->params;
+    return net->hparams;
 }
 
 /* nn_net_grad_block: see gpp/nn.h. */
 float *nn_net_grad_block(nn_net *net, size_t *len)
 {
+    nn__params_host(net);
     if (len) *len = net->n_params;
-    return net->grads;
+    return net->hgrads;
 }
 
 /* nn_net_momentum_block: see gpp/nn.h. */
 float *nn_net_momentum_block(nn_net *net, size_t *len)
 {
+    nn__params_host(net);
     if (len) *len = net->n_params;
-    return net->mom;
+    return net->hmom;
 }
 
 /* nn_net_rng: see gpp/nn.h. */

@@ -221,6 +221,8 @@ int nn_net_remove_channels(nn_net *net, int node, const int *channels, int n,
     if ((rc = trace(&s, node, channels, n)) != 0) goto done;
     if ((rc = propagate(&s)) != 0) goto done;
 
+    /* a device net: the host mirrors, brought up to date (old layout) */
+    nn__params_host(net);
     /* the new layout: conv/fc widths shrink, the rest is inferred */
     memcpy(old, net->nodes, sizeof(nn_node) * (size_t)net->n_nodes);
     size_t old_params = net->n_params, old_state = net->n_state;
@@ -240,7 +242,7 @@ int nn_net_remove_channels(nn_net *net, int node, const int *channels, int n,
     if (!nb[3]) goto oom_restore;
     {
         /* blocks: 0 params, 1 momentum, 2 grads (zero), 3 state */
-        const float *src[4] = {net->params, net->mom, net->grads, net->state};
+        const float *src[4] = {net->hparams, net->hmom, net->hgrads, net->hstate};
         float *const dst[4] = {nb[0], nb[1], nb[2], nb[3]};
         /* shapes of inputs in repack_node are read from `old` through the
          * net: swap the old nodes in while copying */
@@ -250,14 +252,11 @@ int nn_net_remove_channels(nn_net *net, int node, const int *channels, int n,
             repack_node(&s, id, &old[id], &cur[id], src, dst);
         net->nodes = cur;
     }
-    free(net->params);
-    free(net->mom);
-    free(net->grads);
-    free(net->state);
-    net->params = nb[0];
-    net->mom = nb[1];
-    net->grads = nb[2];
-    net->state = nb[3];
+    if (nn__net_set_blocks(net, nb[0], nb[1], nb[2], nb[3]) != 0) {   /* frees nb on error */
+        rc = gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
+                           "out of %s memory for the cut network", net->ctx->device);
+        goto restore;
+    }
     if (net->batch > 0) {
         int batch = net->batch;
         net->batch = 0;
