@@ -5,49 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_parse.h"
 #include "datasets.h"
 #include "log.h"
 #include "tokens.h"
 
-#define LIST_LIMIT_DEFAULT 100
-#define LIST_LIMIT_MAX 1000
-
-/* Only these keys may appear in a body object; 422 naming the first other. */
-static int only_keys(api_req *r, const cJSON *o, const char *const *keys,
-                     enum MHD_Result *reply)
+static const char *query_get(void *ctx, const char *name)
 {
-    for (const cJSON *it = o->child; it; it = it->next) {
-        bool ok = false;
-        for (size_t i = 0; keys[i] && !ok; i++)
-            ok = it->string && strcmp(it->string, keys[i]) == 0;
-        if (!ok) {
-            *reply = api__reply_error(r, 422, "invalid_argument", it->string ? it->string : "",
-                                      "unknown field '%.100s'", it->string ? it->string : "");
-            return -1;
-        }
-    }
-    return 0;
+    return api__query(ctx, name);
 }
 
-/* A required/optional string field: NULL when absent (or 422 if required
- * or not a string, in *reply with *bad set). */
-static const char *str_field(api_req *r, const cJSON *o, const char *key, bool required,
-                             bool *bad, enum MHD_Result *reply)
+/* Reply with a parse error: its status from the return code. */
+static enum MHD_Result reply_parse(api_req *r, int rc, const gpp_error *e)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v && !required)
-        return NULL;
-    if (!cJSON_IsString(v) || !v->valuestring) {
-        *bad = true;
-        *reply = api__reply_error(r, 422, "invalid_argument", key, "%s must be a string", key);
-        return NULL;
-    }
-    return v->valuestring;
-}
-
-static int list_limit(api_req *r, int64_t *limit, enum MHD_Result *reply)
-{
-    return api__query_int(r, "limit", 1, LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, limit, reply);
+    return api__reply_error(r, api_parse_status(rc), e->code, e->field, "%s", e->message);
 }
 
 static void add_cursor(cJSON *o, bool more, char kind, const char *value)
@@ -78,23 +49,15 @@ static cJSON *token_json(const store_token *t)
 
 enum MHD_Result api__tokens_list(api_req *r)
 {
-    enum MHD_Result reply;
-    int64_t limit, after = 0;
-    if (list_limit(r, &limit, &reply) != 0)
-        return reply;
-    const char *cursor = api__query(r, "cursor");
-    if (cursor) {
-        char v[32];
-        if (api__cursor_parse('t', cursor, v, sizeof v) != 0 ||
-            gpp__parse_i64(v, 0, INT64_MAX, &after) != 0)
-            return api__reply_error(r, 400, "malformed", "cursor",
-                                    "cursor is not one this server gave out");
-    }
+    api_page pg;
+    gpp_error e = {0};
+    int prc = api_parse_page(API_PAGE_TOKENS, query_get, r, &pg, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
     store_token *toks = NULL;
     size_t n = 0;
     bool more = false;
-    gpp_error e = {0};
-    if (store_token_list(r->d->store, after, (int)limit, &toks, &n, &more, &e) != 0)
+    if (store_token_list(r->d->store, pg.after_num, (int)pg.limit, &toks, &n, &more, &e) != 0)
         return api__reply_gpp(r, &e);
     cJSON *o = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(o, "tokens");
@@ -109,51 +72,28 @@ enum MHD_Result api__tokens_list(api_req *r)
 
 enum MHD_Result api__tokens_issue(api_req *r)
 {
-    enum MHD_Result reply;
-    cJSON *body = api__body_object(r, &reply);
-    if (!body)
-        return reply;
-    static const char *const keys[] = {"name", "role", NULL};
-    bool bad = false;
-    const char *name = NULL, *role = NULL;
-    if (only_keys(r, body, keys, &reply) != 0)
-        goto bad;
-    name = str_field(r, body, "name", true, &bad, &reply);
-    if (bad)
-        goto bad;
-    role = str_field(r, body, "role", false, &bad, &reply);
-    if (bad)
-        goto bad;
-    if (!role)
-        role = "user";
-    if (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0 && strcmp(role, "worker") != 0) {
-        reply = api__reply_error(r, 422, "invalid_argument", "role",
-                                 "role must be \"user\", \"admin\" or \"worker\"");
-        goto bad;
-    }
+    api_token_req in;
     gpp_error e = {0};
+    int prc = api_parse_token_issue(r->body, r->body_len, &in, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
+    const char *name = in.name, *role = in.role;
     /* a name belongs to one role: a user named like the admin would see its jobs */
     static const char *const roles[] = {"admin", "user", "worker"};
     for (size_t i = 0; i < 3; i++) {
         if (strcmp(roles[i], role) == 0)
             continue;
         int64_t c = store_token_count(r->d->store, roles[i], name, false, &e);
-        if (c < 0) {
-            reply = api__reply_gpp(r, &e);
-            goto bad;
-        }
-        if (c > 0) {
-            reply = api__reply_error(r, 409, "conflict", "name",
-                                     "the name '%.64s' belongs to %s tokens", name, roles[i]);
-            goto bad;
-        }
+        if (c < 0)
+            return api__reply_gpp(r, &e);
+        if (c > 0)
+            return api__reply_error(r, 409, "conflict", "name",
+                                    "the name '%.64s' belongs to %s tokens", name, roles[i]);
     }
     char text[TOKEN_TEXT_LEN + 1], prefix[TOKEN_PREFIX_LEN + 1];
     uint8_t hash[32];
-    if (token_generate(role, text) != 0) {
-        reply = api__reply_error(r, 503, "unavailable", "", "no randomness available");
-        goto bad;
-    }
+    if (token_generate(role, text) != 0)
+        return api__reply_error(r, 503, "unavailable", "", "no randomness available");
     memcpy(prefix, text, TOKEN_PREFIX_LEN);
     prefix[TOKEN_PREFIX_LEN] = '\0';
     token_hash(text, strlen(text), hash);
@@ -161,12 +101,9 @@ enum MHD_Result api__tokens_issue(api_req *r)
     if (store_token_insert(r->d->store, name, role, hash, prefix, r->who.token_id, &t, &e) != 0) {
         memset(text, 0, sizeof text);
         if (strcmp(e.code, "invalid_argument") == 0)
-            reply = api__reply_error(r, 422, "invalid_argument", e.field, "%s", e.message);
-        else
-            reply = api__reply_gpp(r, &e);
-        goto bad;
+            return api__reply_error(r, 422, "invalid_argument", e.field, "%s", e.message);
+        return api__reply_gpp(r, &e);
     }
-    cJSON_Delete(body);
     log_info("token issued", "id=%s name=%s role=%s by=%s", t.public_id, t.name, t.role,
              r->who.name);
     cJSON *o = token_json(&t);
@@ -176,9 +113,6 @@ enum MHD_Result api__tokens_issue(api_req *r)
     snprintf(loc, sizeof loc, "/api/v1/tokens/%s", t.public_id);
     const char *h[] = {"Location", loc, NULL};
     return api__reply_json(r, 201, o, h);
-bad:
-    cJSON_Delete(body);
-    return reply;
 }
 
 enum MHD_Result api__token_revoke(api_req *r)
@@ -215,20 +149,15 @@ static cJSON *dataset_json(const store_dataset *d)
 
 enum MHD_Result api__datasets_list(api_req *r)
 {
-    enum MHD_Result reply;
-    int64_t limit;
-    if (list_limit(r, &limit, &reply) != 0)
-        return reply;
-    char after[STORE_NAME_MAX + 1] = "";
-    const char *cursor = api__query(r, "cursor");
-    if (cursor && api__cursor_parse('d', cursor, after, sizeof after) != 0)
-        return api__reply_error(r, 400, "malformed", "cursor",
-                                "cursor is not one this server gave out");
+    api_page pg;
+    gpp_error e = {0};
+    int prc = api_parse_page(API_PAGE_DATASETS, query_get, r, &pg, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
     store_dataset *ds = NULL;
     size_t n = 0;
     bool more = false;
-    gpp_error e = {0};
-    if (store_dataset_list(r->d->store, after, (int)limit, &ds, &n, &more, &e) != 0)
+    if (store_dataset_list(r->d->store, pg.after, (int)pg.limit, &ds, &n, &more, &e) != 0)
         return api__reply_gpp(r, &e);
     cJSON *o = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(o, "datasets");
@@ -250,45 +179,16 @@ enum MHD_Result api__dataset_get(api_req *r)
     return api__reply_json(r, 200, o, NULL);
 }
 
-static bool dataset_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-        return false;
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return false;
-    }
-    return true;
-}
-
 enum MHD_Result api__datasets_register(api_req *r)
 {
     enum MHD_Result reply;
-    cJSON *body = api__body_object(r, &reply);
-    if (!body)
-        return reply;
-    static const char *const keys[] = {"name", "format", "path", NULL};
-    bool bad = false;
-    char *info = NULL;
-    const char *name = NULL, *format = NULL, *path = NULL;
-    if (only_keys(r, body, keys, &reply) != 0)
-        goto out;
-    name = str_field(r, body, "name", true, &bad, &reply);
-    if (!bad)
-        format = str_field(r, body, "format", true, &bad, &reply);
-    if (!bad)
-        path = str_field(r, body, "path", true, &bad, &reply);
-    if (bad)
-        goto out;
-    if (!dataset_name_ok(name)) {
-        reply = api__reply_error(r, 422, "invalid_argument", "name",
-                                 "a data set name is [a-z0-9][a-z0-9._-]{0,63}");
-        goto out;
-    }
+    api_dataset_req in;
     gpp_error e = {0};
+    int prc = api_parse_dataset_register(r->body, r->body_len, &in, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
+    const char *name = in.name, *format = in.format, *path = in.path;
+    char *info = NULL;
     if (dataset_inspect(format, path, &info, &e) != 0) {
         reply = api__reply_error(r, e.code[0] && strcmp(e.code, "internal") == 0 ? 500 : 422,
                                  e.code[0] ? e.code : "invalid_argument", e.field, "%s",
@@ -313,7 +213,7 @@ enum MHD_Result api__datasets_register(api_req *r)
     reply = api__reply_json(r, 201, o, h);
 out:
     free(info);
-    cJSON_Delete(body);
+    api_dataset_req_clear(&in);
     return reply;
 }
 
@@ -321,20 +221,15 @@ out:
 
 enum MHD_Result api__workers_list(api_req *r)
 {
-    enum MHD_Result reply;
-    int64_t limit;
-    if (list_limit(r, &limit, &reply) != 0)
-        return reply;
-    char after[256] = "";
-    const char *cursor = api__query(r, "cursor");
-    if (cursor && api__cursor_parse('w', cursor, after, sizeof after) != 0)
-        return api__reply_error(r, 400, "malformed", "cursor",
-                                "cursor is not one this server gave out");
+    api_page pg;
+    gpp_error e = {0};
+    int prc = api_parse_page(API_PAGE_WORKERS, query_get, r, &pg, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
     store_worker *w = NULL;
     size_t n = 0;
     bool more = false;
-    gpp_error e = {0};
-    if (store_worker_list(r->d->store, after, (int)limit, &w, &n, &more, &e) != 0)
+    if (store_worker_list(r->d->store, pg.after, (int)pg.limit, &w, &n, &more, &e) != 0)
         return api__reply_gpp(r, &e);
     int64_t now = gpp__now_ms();
     cJSON *o = cJSON_CreateObject();

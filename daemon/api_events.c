@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api_parse.h"
 #include "gpp/ckpt.h"
 #include "gpp/export.h"
 #include "link.h"
@@ -293,6 +294,17 @@ static void sse_free(void *cls)
     free(s);
 }
 
+static const char *query_get(void *ctx, const char *name)
+{
+    return api__query(ctx, name);
+}
+
+/* Reply with a parse error: its status from the return code. */
+static enum MHD_Result reply_parse(api_req *r, int rc, const gpp_error *e)
+{
+    return api__reply_error(r, api_parse_status(rc), e->code, e->field, "%s", e->message);
+}
+
 /* Load the job of the path and check the caller may see it (404 otherwise). */
 static int visible_job(api_req *r, store_job *j, enum MHD_Result *reply)
 {
@@ -315,14 +327,11 @@ enum MHD_Result api__job_events(api_req *r)
 {
     enum MHD_Result reply;
     const char *lei = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
-    const char *q = api__query(r, "last_event_id");
     int64_t after = 0;
-    if (lei && *lei && gpp__parse_i64(lei, 0, INT64_MAX, &after) != 0)
-        return api__reply_error(r, 400, "malformed", "Last-Event-ID",
-                                "Last-Event-ID must be an event id this server sent");
-    if (q && gpp__parse_i64(q, 0, INT64_MAX, &after) != 0)
-        return api__reply_error(r, 400, "malformed", "last_event_id",
-                                "last_event_id must be a whole number");
+    gpp_error pe = {0};
+    int prc = api_parse_event_start(lei, api__query(r, "last_event_id"), &after, &pe);
+    if (prc != 0)
+        return reply_parse(r, prc, &pe);
     store_job j;
     if (visible_job(r, &j, &reply) != 0)
         return reply;
@@ -364,15 +373,13 @@ enum MHD_Result api__job_events(api_req *r)
 enum MHD_Result api__job_model(api_req *r)
 {
     enum MHD_Result reply;
-    const char *fmt = api__query(r, "format");
-    bool onnx = false;
-    if (fmt && strcmp(fmt, "onnx") == 0)
-        onnx = true;
-    else if (fmt && strcmp(fmt, "gppm") != 0)
-        return api__reply_error(r, 400, "malformed", "format", "format must be gppm or onnx");
-    int64_t stage;
-    if (api__query_int(r, "stage", 0, 100000, -1, &stage, &reply) != 0)
-        return reply;
+    api_model_query mq;
+    gpp_error pe = {0};
+    int prc = api_parse_model_query(query_get, r, &mq, &pe);
+    if (prc != 0)
+        return reply_parse(r, prc, &pe);
+    bool onnx = mq.onnx;
+    int64_t stage = mq.stage;
     store_job j;
     if (visible_job(r, &j, &reply) != 0)
         return reply;

@@ -7,19 +7,22 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api_parse.h"
 #include "gpp/jobspec.h"
 #include "gpp/sha256.h"
 #include "link.h"
 #include "log.h"
 
-#define JOBS_LIMIT_DEFAULT 50
-#define JOBS_LIMIT_MAX 500
-#define METRICS_LIMIT_DEFAULT 100000
-#define METRICS_LIMIT_MAX 1000000
-#define METRICS_MAX_POINTS_DEFAULT 1000
-#define LOGS_LIMIT_DEFAULT 1000
-#define LOGS_LIMIT_MAX 10000
-#define IDEM_KEY_MAX 255
+static const char *query_get(void *ctx, const char *name)
+{
+    return api__query(ctx, name);
+}
+
+/* Reply with a parse error: its status from the return code. */
+static enum MHD_Result reply_parse(api_req *r, int rc, const gpp_error *e)
+{
+    return api__reply_error(r, api_parse_status(rc), e->code, e->field, "%s", e->message);
+}
 
 /* ---- JSON views ------------------------------------------------------------ */
 
@@ -245,49 +248,27 @@ static enum MHD_Result reply_job(api_req *r, unsigned status, store_job *j,
 
 enum MHD_Result api__jobs_list(api_req *r)
 {
-    enum MHD_Result reply;
-    int64_t limit;
-    if (api__query_int(r, "limit", 1, JOBS_LIMIT_MAX, JOBS_LIMIT_DEFAULT, &limit, &reply) != 0)
-        return reply;
+    api_jobs_query jq;
+    gpp_error e = {0};
+    int prc = api_parse_jobs_query(query_get, r, &jq, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
     store_job_filter f = {
-        .state = api__query(r, "state"),
-        .owner = api__query(r, "owner"),
-        .dataset = api__query(r, "dataset"),
-        .model = api__query(r, "model"),
+        .state = jq.state,
+        .owner = jq.owner,
+        .dataset = jq.dataset,
+        .model = jq.model,
     };
-    if (f.state) {
-        bool ok = false;
-        for (int i = 0; i < STORE_JOB_NSTATES; i++)
-            ok |= strcmp(f.state, store_job_states[i]) == 0;
-        if (!ok)
-            return api__reply_error(r, 400, "malformed", "state", "state must be one of queued,"
-                                    " running, succeeded, failed, cancelled");
-    }
-    const char *strs[] = {f.owner, f.dataset, f.model};
-    for (size_t i = 0; i < 3; i++)
-        if (strs[i] && strlen(strs[i]) > 4096)
-            return api__reply_error(r, 400, "malformed", "", "a filter value is too long");
     bool empty = false;
     if (strcmp(r->who.role, "admin") != 0) {
         if (f.owner && strcmp(f.owner, r->who.name) != 0)
             empty = true;           /* a user sees only their own jobs */
         f.owner = r->who.name;
     }
-    int64_t before = 0;
-    const char *cursor = api__query(r, "cursor");
-    if (cursor) {
-        char v[64];
-        int64_t seq;
-        if (api__cursor_parse('j', cursor, v, sizeof v) != 0 ||
-            gpp__parse_i64(v, 1, INT64_MAX, &seq) != 0)
-            return api__reply_error(r, 400, "malformed", "cursor",
-                                    "cursor is not one this server gave out");
-        before = seq;
-    }
+    int64_t before = jq.page.after_num, limit = jq.page.limit;
     store_job *jobs = NULL;
     size_t n = 0;
     bool more = false;
-    gpp_error e = {0};
     if (!empty &&
         store_job_list(r->d->store, &f, before, (int)limit, &jobs, &n, &more, &e) != 0)
         return api__reply_gpp(r, &e);
@@ -308,11 +289,6 @@ enum MHD_Result api__jobs_list(api_req *r)
 }
 
 /* ---- POST /api/v1/jobs --------------------------------------------------------- */
-
-static const char *device_name(gpp_device d)
-{
-    return d == GPP_DEVICE_CPU ? "cpu" : d == GPP_DEVICE_GPU ? "gpu" : "any";
-}
 
 static bool is_hex64(const char *s)
 {
@@ -375,93 +351,43 @@ static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result
     return 0;
 }
 
-/* The stage chain: train (unless the model is a trained checkpoint), the
- * grow steps, then iterations x (push, prune).  Returns the count. */
-static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
-{
-    int n = 0;
-    if (spec->model_kind != GPP_MODEL_CHECKPOINT && n < cap)
-        out[n++] = (store_stage_new){"train", 0};
-    if (spec->grow.enabled)
-        for (int i = 1; i <= spec->grow.max_modules && n < cap; i++)
-            out[n++] = (store_stage_new){"grow", i};
-    for (int i = 1; i <= spec->iterations && n + 1 < cap; i++) {
-        out[n++] = (store_stage_new){"push", i};
-        out[n++] = (store_stage_new){"prune", i};
-    }
-    return n;
-}
-
 enum MHD_Result api__jobs_submit(api_req *r)
 {
     enum MHD_Result reply;
     const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
-    if (key) {
-        size_t kl = strlen(key);
-        bool ok = kl > 0 && kl <= IDEM_KEY_MAX;
-        for (size_t i = 0; ok && i < kl; i++)
-            ok = key[i] > 0x20 && key[i] < 0x7f;
-        if (!ok)
-            return api__reply_error(r, 400, "malformed", "Idempotency-Key",
-                                    "Idempotency-Key must be 1..%d visible ASCII characters",
-                                    IDEM_KEY_MAX);
-    }
-    gpp_jobspec *spec = NULL;
+    api_job_submit sub;
     gpp_error e = {0};
-    int rc = gpp_jobspec_parse(r->body ? r->body : "", r->body_len, &spec, &e);
-    if (rc != 0) {
-        unsigned status = rc == GPP_EINVAL ? 422 : rc == GPP_ETOOBIG ? 413
-                        : rc == GPP_EFORMAT ? 400 : 500;
-        const char *code = status == 422 ? (e.code[0] ? e.code : "invalid_argument")
-                         : status == 413 ? "too_large" : status == 400 ? "malformed" : "internal";
-        return api__reply_error(r, status, code, e.field, "%s",
-                                e.message[0] ? e.message : "invalid job spec");
-    }
+    int rc = api_parse_job_submit(r->body, r->body_len, key, &sub, &e);
+    if (rc != 0)
+        return reply_parse(r, rc, &e);
+    const gpp_jobspec *spec = sub.spec;
     if (check_references(r, spec, &reply) != 0) {
-        gpp_jobspec_free(spec);
+        api_job_submit_clear(&sub);
         return reply;
     }
-    char *canon = gpp_jobspec_to_json(spec);
-    store_stage_new chain[1 + 16 + 2 * 100 + 8];
-    int n_stages = build_chain(spec, chain, (int)(sizeof chain / sizeof chain[0]));
+    int n_stages = sub.n_stages;
     if (n_stages != gpp_jobspec_stage_count(spec))
         log_warn("stage chain disagrees with gpp_jobspec_stage_count", "chain=%d count=%d",
                  n_stages, gpp_jobspec_stage_count(spec));
-    char model[GPP_JOBSPEC_REF_MAX + 16];
-    if (spec->model_kind == GPP_MODEL_ZOO)
-        snprintf(model, sizeof model, "%s", spec->model_zoo);
-    else if (spec->model_kind == GPP_MODEL_INLINE)
-        snprintf(model, sizeof model, "inline");
-    else
-        snprintf(model, sizeof model, "checkpoint:%s", spec->model_checkpoint);
-    uint8_t digest[GPP_SHA256_LEN];
-    if (canon)
-        gpp_sha256(canon, strlen(canon), digest);
     store_job_new in = {
         .name = spec->name,
         .owner = r->who.name,
-        .dataset = spec->dataset_kind == GPP_DATASET_NAME ? spec->dataset_name
-                                                          : spec->dataset_path,
-        .model = model,
-        .device = device_name(spec->device),
-        .spec = canon,
+        .dataset = sub.dataset,
+        .model = sub.model,
+        .device = sub.device,
+        .spec = sub.canon,
         .priority = spec->priority,
-        .stages = chain,
+        .stages = sub.chain,
         .n_stages = n_stages,
-        .first_reason = spec->device == GPP_DEVICE_GPU ? "waiting_for_gpu" : "waiting_for_worker",
+        .first_reason = sub.first_reason,
         .token_id = r->who.token_id,
-        .idem_key = key,
-        .spec_sha256 = digest,
+        .idem_key = sub.idem_key,
+        .spec_sha256 = sub.spec_sha256,
     };
     store_job j;
     bool existed = false;
-    if (!canon) {
-        gpp_jobspec_free(spec);
-        return api__reply_error(r, 500, "internal", "", "out of memory");
-    }
     rc = store_job_create(r->d->store, &in, &j, &existed, &e);
-    gpp_jobspec_free(spec);
-    free(canon);
+    api_job_submit_clear(&sub);
     if (rc != 0)
         return api__reply_gpp(r, &e);
     if (!existed) {
@@ -523,16 +449,6 @@ enum MHD_Result api__job_retry(api_req *r)
 
 /* ---- GET /api/v1/jobs/{id}/metrics --------------------------------------------- */
 
-static bool wants_csv(api_req *r)
-{
-    const char *f = api__query(r, "format");
-    if (f)
-        return strcasecmp(f, "csv") == 0;
-    const char *acc = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                  MHD_HTTP_HEADER_ACCEPT);
-    return acc && strstr(acc, "text/csv") != NULL && !strstr(acc, "application/json");
-}
-
 static void csv_num(gpp__buf *b, double v)
 {
     if (isnan(v))
@@ -543,58 +459,35 @@ static void csv_num(gpp__buf *b, double v)
 enum MHD_Result api__job_metrics(api_req *r)
 {
     enum MHD_Result reply;
-    const char *fmt = api__query(r, "format");
-    if (fmt && strcasecmp(fmt, "csv") != 0 && strcasecmp(fmt, "json") != 0)
-        return api__reply_error(r, 400, "malformed", "format", "format must be json or csv");
-    bool csv = wants_csv(r);
-    int64_t stage, since, limit, max_points, every;
-    if (api__query_int(r, "stage", 0, 100000, -1, &stage, &reply) != 0 ||
-        api__query_int(r, "since", INT64_MIN + 1, INT64_MAX, INT64_MIN, &since, &reply) != 0 ||
-        api__query_int(r, "limit", 1, METRICS_LIMIT_MAX, METRICS_LIMIT_DEFAULT, &limit,
-                       &reply) != 0 ||
-        api__query_int(r, "max_points", 0, METRICS_LIMIT_MAX,
-                       csv ? 0 : METRICS_MAX_POINTS_DEFAULT, &max_points, &reply) != 0 ||
-        api__query_int(r, "every", 1, METRICS_LIMIT_MAX, 1, &every, &reply) != 0)
-        return reply;
-    /* name=a,b,c (or repeated commas); each a metric name */
-    const char *names_q = api__query(r, "name");
-    char namebuf[STORE_METRIC_NAMES_MAX * (STORE_NAME_MAX + 1)];
+    api_metrics_query mq;
+    gpp_error e = {0};
+    const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_ACCEPT);
+    int prc = api_parse_metrics_query(query_get, r, accept, &mq, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
+    bool csv = mq.csv;
     const char *names[STORE_METRIC_NAMES_MAX];
-    size_t n_names = 0;
-    if (names_q) {
-        if (strlen(names_q) >= sizeof namebuf)
-            return api__reply_error(r, 400, "malformed", "name", "too many names");
-        snprintf(namebuf, sizeof namebuf, "%s", names_q);
-        char *save = NULL;
-        for (char *t = strtok_r(namebuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (n_names == STORE_METRIC_NAMES_MAX || strlen(t) > STORE_NAME_MAX)
-                return api__reply_error(r, 400, "malformed", "name",
-                                        "at most %d names of up to %d characters",
-                                        STORE_METRIC_NAMES_MAX, STORE_NAME_MAX);
-            names[n_names++] = t;
-        }
-        if (n_names == 0)
-            return api__reply_error(r, 400, "malformed", "name", "name is empty");
-    }
+    for (size_t i = 0; i < mq.n_names; i++)
+        names[i] = mq.names[i];
     store_job j;
     if (load_visible_job(r, &j, &reply) != 0)
         return reply;
     store_metrics_query q = {
         .job_seq = j.seq,
-        .stage_idx = (int)stage,
-        .names = n_names ? names : NULL,
-        .n_names = n_names,
-        .has_since = since != INT64_MIN,
-        .since = since,
-        .limit = (size_t)limit,
-        .max_points = (size_t)max_points,
-        .every = (size_t)every,
+        .stage_idx = (int)mq.stage,
+        .names = mq.n_names ? names : NULL,
+        .n_names = mq.n_names,
+        .has_since = mq.has_since,
+        .since = mq.since,
+        .limit = (size_t)mq.limit,
+        .max_points = (size_t)mq.max_points,
+        .every = (size_t)mq.every,
     };
     char job_id[16];
     snprintf(job_id, sizeof job_id, "%s", j.id);
     store_job_clear(&j);
     store_metrics_result res;
-    gpp_error e = {0};
     if (store_metrics_query_run(r->d->store, &q, &res, &e) != 0)
         return api__reply_gpp(r, &e);
     gpp__buf b = {0};
@@ -645,7 +538,7 @@ enum MHD_Result api__job_metrics(api_req *r)
             gpp__buf_printf(&b, "],\"points\":%zu,\"scanned\":%zu,\"truncated\":%s}", sr->n,
                             sr->scanned, sr->truncated ? "true" : "false");
         }
-        gpp__buf_printf(&b, "},\"max_points\":%lld}", (long long)max_points);
+        gpp__buf_printf(&b, "},\"max_points\":%lld}", (long long)mq.max_points);
     }
     store_metrics_result_clear(&res);
     size_t len = 0;
@@ -661,25 +554,18 @@ enum MHD_Result api__job_metrics(api_req *r)
 enum MHD_Result api__job_logs(api_req *r)
 {
     enum MHD_Result reply;
-    int64_t limit;
-    if (api__query_int(r, "limit", 1, LOGS_LIMIT_MAX, LOGS_LIMIT_DEFAULT, &limit, &reply) != 0)
-        return reply;
-    int64_t after = 0;
-    const char *cursor = api__query(r, "cursor");
-    if (cursor) {
-        char v[32];
-        if (api__cursor_parse('l', cursor, v, sizeof v) != 0 ||
-            gpp__parse_i64(v, 0, INT64_MAX, &after) != 0)
-            return api__reply_error(r, 400, "malformed", "cursor",
-                                    "cursor is not one this server gave out");
-    }
+    api_page pg;
+    gpp_error e = {0};
+    int prc = api_parse_page(API_PAGE_LOGS, query_get, r, &pg, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
+    int64_t after = pg.after_num, limit = pg.limit;
     store_job j;
     if (load_visible_job(r, &j, &reply) != 0)
         return reply;
     store_log *logs = NULL;
     size_t n = 0;
     bool more = false;
-    gpp_error e = {0};
     int rc = store_logs_list(r->d->store, j.seq, after, (int)limit, &logs, &n, &more, &e);
     store_job_clear(&j);
     if (rc != 0)

@@ -9,7 +9,6 @@
 #include "gpp_config.h"
 #include "util.h"
 
-#define CONFIG_LINE_MAX 4096
 
 void config_defaults(gppd_config *cfg)
 {
@@ -74,7 +73,7 @@ static int config_set(gppd_config *cfg, const char *key, const char *val,
     int port;
     int64_t n;
     if (strcmp(key, "listen") == 0 || strcmp(key, "worker-listen") == 0) {
-        if (config_split_addr(val, host, &port) != 0)
+        if (strlen(val) >= CONFIG_ADDR_MAX || config_split_addr(val, host, &port) != 0)
             return gpp_error_set(err, GPP_EINVAL, "invalid_argument", key,
                                  "%s: '%s' is not ADDR:PORT (e.g. 127.0.0.1:8080)", where, val);
         char *dst = key[0] == 'l' ? cfg->listen : cfg->worker_listen;
@@ -120,65 +119,93 @@ static char *trim(char *s)
     return s;
 }
 
+/* One line of a config file (NUL-terminated, no newline, writable). */
+static int config_line(gppd_config *cfg, char *line, const char *where, gpp_error *err)
+{
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#')
+        return 0;
+    char *eq = strchr(s, '=');
+    if (!eq)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                             "%s: expected `key = value`", where);
+    *eq = '\0';
+    char *key = trim(s), *val = trim(eq + 1);
+    if (*key == '\0')
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                             "%s: expected `key = value` (no key before '=')", where);
+    /* a value may carry a trailing comment: "8080  # http" */
+    char *hash = strstr(val, " #");
+    if (!hash)
+        hash = strstr(val, "\t#");
+    if (hash) {
+        *hash = '\0';
+        val = trim(val);
+    }
+    size_t vlen = strlen(val);
+    if (vlen >= 2 && ((val[0] == '"' && val[vlen - 1] == '"') ||
+                      (val[0] == '\'' && val[vlen - 1] == '\''))) {
+        val[vlen - 1] = '\0';
+        val++;
+    }
+    for (char *k = key; *k; k++)
+        if (*k == '_')
+            *k = '-';
+    if (strcmp(key, "config") == 0)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                             "%s: a config file cannot name another config file", where);
+    return config_set(cfg, key, val, where, err);
+}
+
+int config_parse_text(gppd_config *cfg, const char *text, size_t len, const char *name,
+                      gpp_error *err)
+{
+    if (len > CONFIG_FILE_MAX)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                             "%s: larger than %d bytes", name, CONFIG_FILE_MAX);
+    char line[CONFIG_LINE_MAX + 1];
+    size_t pos = 0;
+    for (int lineno = 1; pos < len; lineno++) {
+        char where[PATH_MAX + 32];
+        snprintf(where, sizeof where, "%s:%d", name, lineno);
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
+        if (n > CONFIG_LINE_MAX)
+            return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                                 "%s: line longer than %d bytes", where, CONFIG_LINE_MAX);
+        if (memchr(text + pos, '\0', n))
+            return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
+                                 "%s: a NUL byte", where);
+        memcpy(line, text + pos, n);
+        line[n] = '\0';
+        pos += n + (nl ? 1 : 0);
+        int rc = config_line(cfg, line, where, err);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int config_load_file(gppd_config *cfg, const char *path, gpp_error *err)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "rb");
     if (!f)
         return gpp_error_set(err, GPP_EIO, "io_error", "config",
                              "cannot read config file %s: %s", path, strerror(errno));
-    char line[CONFIG_LINE_MAX + 2];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char where[PATH_MAX + 32];
-        snprintf(where, sizeof where, "%s:%d", path, lineno);
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            rc = gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
-                               "%s: line longer than %d bytes", where, CONFIG_LINE_MAX);
-            break;
-        }
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            rc = gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
-                               "%s: expected `key = value`", where);
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        /* a value may carry a trailing comment: "8080  # http" */
-        char *hash = strstr(val, " #");
-        if (!hash)
-            hash = strstr(val, "\t#");
-        if (hash) {
-            *hash = '\0';
-            val = trim(val);
-        }
-        size_t vlen = strlen(val);
-        if (vlen >= 2 && ((val[0] == '"' && val[vlen - 1] == '"') ||
-                          (val[0] == '\'' && val[vlen - 1] == '\''))) {
-            val[vlen - 1] = '\0';
-            val++;
-        }
-        for (char *k = key; *k; k++)
-            if (*k == '_')
-                *k = '-';
-        if (strcmp(key, "config") == 0) {
-            rc = gpp_error_set(err, GPP_EINVAL, "invalid_argument", "config",
-                               "%s: a config file cannot name another config file", where);
-            break;
-        }
-        rc = config_set(cfg, key, val, where, err);
-        if (rc != 0)
-            break;
+    char *text = malloc(CONFIG_FILE_MAX + 1);
+    if (!text) {
+        fclose(f);
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "config", "out of memory");
     }
-    if (rc == 0 && ferror(f))
+    size_t len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
+    int rc = 0;
+    if (ferror(f))
         rc = gpp_error_set(err, GPP_EIO, "io_error", "config",
                            "cannot read config file %s: %s", path, strerror(errno));
+    else
+        rc = config_parse_text(cfg, text, len, path, err);
     fclose(f);
+    free(text);
     return rc;
 }
 

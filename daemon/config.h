@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "gpp/error.h"
 
@@ -34,8 +35,23 @@ int config_parse_args(gppd_config *cfg, int argc, char **argv, gpp_error *err);
 
 /* Read a config file into *cfg (keys: listen, worker-listen, data-dir,
  * web-root, local-workers, worker-grace; `_` may stand for `-`).
- * Returns 0, or GPP_EINVAL / GPP_EIO with *err naming FILE:LINE. */
+ * Returns 0, or GPP_EINVAL / GPP_EIO with *err naming FILE:LINE (a file
+ * over CONFIG_FILE_MAX bytes is refused whole; see config_parse_text). */
 int config_load_file(gppd_config *cfg, const char *path, gpp_error *err);
+
+#define CONFIG_LINE_MAX 4096          /* bytes per line of a config file */
+#define CONFIG_FILE_MAX (1024 * 1024) /* bytes of a config file */
+
+/* Apply config file text (len bytes, no NUL needed) over *cfg, `name` (the
+ * file's path) naming it in messages as "NAME:LINE: ...".  Lines end at \n
+ * (a \r before it is ignored); blank lines and # comments are skipped; a
+ * value may end with " # comment" and may be quoted ("..." or '...').
+ * Returns 0, or GPP_EINVAL with *err (field "config" for a line that is not
+ * `key = value`, over CONFIG_LINE_MAX, holds a NUL, names `config`, or text
+ * over CONFIG_FILE_MAX; the key for an unknown key or a bad value).
+ * Settings of lines before a bad one stay applied. */
+int config_parse_text(gppd_config *cfg, const char *text, size_t len, const char *name,
+                      gpp_error *err);
 
 /* Split "ADDR:PORT" ("[::1]:8080" for IPv6) into host and port; port 0..65535.
  * Returns 0 or GPP_EINVAL. host must hold CONFIG_ADDR_MAX bytes. */
