@@ -3,9 +3,11 @@
  * static files).  Jobs are in api_jobs.c, tokens/data sets/workers in
  * api_admin.c. */
 #include "api_internal.h"
+#include "api_parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
@@ -26,17 +28,66 @@
 #include "log.h"
 #include "tokens.h"
 
-#define API_THREADS 2
-#define API_CONN_TIMEOUT_S 60           /* idle connections are closed */
+/* Limits, so that one client cannot starve the others (issue 6):
+ * - at most API_PER_IP_LIMIT connections from one address (more are
+ *   accepted and closed at once) and API_CONN_LIMIT in all (fewer when
+ *   RLIMIT_NOFILE is lower; past it libmicrohttpd stops accepting and new
+ *   connections wait in the listen backlog until a slot frees, which the
+ *   deadline below bounds);
+ * - a request (request line, headers and body) must arrive whole within
+ *   API_REQUEST_DEADLINE_S of the connection's accept or of its previous
+ *   reply, or the connection is closed (a 408 when part of a request came):
+ *   libmicrohttpd's own timeout counts only idle time, so a client sending a
+ *   byte every few seconds (slowloris) would otherwise hold its connection
+ *   and a pool slot forever.  The same deadline closes idle keep-alive
+ *   connections.  Replies (SSE streams, downloads) are not bound by it;
+ *   a reader that stalls is closed after API_CONN_TIMEOUT_S without progress;
+ * - API_CONN_MEMORY per connection holds the request line and headers
+ *   (larger ones get 431 / 414) and the read/write buffers; bodies are
+ *   bounded by API_BODY_MAX.
+ * These are constants; daemon/config.c has no HTTP keys yet. */
+/* libmicrohttpd's epoll thread pool: 2 per CPU, 4..16.  More threads than
+ * cores because requests serialise on the store's mutex: while one thread
+ * waits there, the others still serve their connections (on 2 cores, 4
+ * threads gave about 1.3x the requests/s of 2 under wrk -c100). */
+#define API_THREADS_MIN 4
+#define API_THREADS_MAX 16
+#define API_CONN_LIMIT 1000
+#define API_CONN_TIMEOUT_S 60           /* no progress for this long: closed */
 #define API_PER_IP_LIMIT 256
+#define API_REQUEST_DEADLINE_S 10       /* a whole request within this */
+#define API_REAP_MS 250                 /* how often the deadline is checked */
 #define API_CONN_MEMORY (64 * 1024)     /* per connection: headers + buffers */
-#define API_JSON_MAX_DEPTH 32
+#define API_TOKEN_CACHE 64              /* verified tokens remembered (hash -> who) */
+#define API_TOKEN_TTL_MS 2000           /* longest a remembered token is trusted */
 #define API_STOP_WAIT_MS 10000
 #define API_DISCARD_MAX (16 * 1024 * 1024) /* body bytes read and dropped before closing */
 
 const double api__lat_bounds[API_LAT_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 };
+
+/* One open connection, for the request deadline. */
+typedef struct api_conn {
+    struct api_conn *prev, *next;
+    int fd;
+    atomic_bool receiving;             /* waiting for (the rest of) a request */
+    atomic_bool partial;               /* a request line of it has come */
+    atomic_uint_fast64_t since_ns;     /* when that wait began (monotonic) */
+    bool cut;                          /* the reaper shut it down */
+    char addr[64];
+} api_conn;
+
+/* A token verified against the store, trusted for API_TOKEN_TTL_MS unless a
+ * token was revoked since (gen). */
+typedef struct tok_entry {
+    uint8_t hash[32];
+    bool used;
+    uint64_t gen, expires_ns;
+    int64_t id;
+    char name[STORE_NAME_MAX + 1];
+    char role[8];
+} tok_entry;
 
 struct api {
     gppd *d;
@@ -47,6 +98,16 @@ struct api {
     atomic_uint_fast64_t by_status[500];             /* 100..599 */
     atomic_uint_fast64_t lat[API_LAT_BUCKETS + 1];   /* last: +Inf */
     atomic_uint_fast64_t lat_sum_us, lat_count;
+    pthread_mutex_t conns_mu;                        /* conns, stopping */
+    pthread_cond_t reaper_cv;
+    api_conn *conns;                                 /* every open connection */
+    bool stopping;
+    pthread_t reaper;
+    bool reaper_started;
+    atomic_uint_fast64_t slow_closed;                /* cut by the request deadline */
+    pthread_mutex_t tok_mu;
+    atomic_uint_fast64_t tok_gen;                    /* bumped after each revocation */
+    tok_entry tok[API_TOKEN_CACHE];
 };
 
 /* ---- the router table ------------------------------------------------------ */
@@ -172,14 +233,84 @@ enum MHD_Result api__reply(api_req *r, unsigned status, const char *ctype, char 
     return queue_reply(r, status, resp);
 }
 
+/* A whole number as JSON, without printf (the common case in replies). */
+static void json_int(gpp__buf *b, int64_t v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    gpp__buf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+/* Print a cJSON tree compactly, as cJSON_PrintUnformatted does (same
+ * escapes; numbers: whole ones as integers, others the shortest of %.15g ..
+ * %.17g that reads back) but with no printf for whole numbers and no
+ * sscanf: building replies was a large part of a request's time. */
+static void json_write(gpp__buf *b, const cJSON *v)
+{
+    switch (v->type & 0xFF) {
+    case cJSON_False:
+        gpp__buf_add(b, "false", 5);
+        break;
+    case cJSON_True:
+        gpp__buf_add(b, "true", 4);
+        break;
+    case cJSON_Number: {
+        double d = v->valuedouble;
+        if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0)
+            json_int(b, (int64_t)d);
+        else
+            gpp__buf_json_num(b, d);
+        break;
+    }
+    case cJSON_String:
+        gpp__buf_json_str(b, v->valuestring ? v->valuestring : "");
+        break;
+    case cJSON_Raw:
+        gpp__buf_puts(b, v->valuestring ? v->valuestring : "null");
+        break;
+    case cJSON_Array:
+    case cJSON_Object: {
+        bool obj = (v->type & 0xFF) == cJSON_Object;
+        gpp__buf_add(b, obj ? "{" : "[", 1);
+        for (const cJSON *c = v->child; c; c = c->next) {
+            if (c != v->child)
+                gpp__buf_add(b, ",", 1);
+            if (obj) {
+                gpp__buf_json_str(b, c->string ? c->string : "");
+                gpp__buf_add(b, ":", 1);
+            }
+            json_write(b, c);
+        }
+        gpp__buf_add(b, obj ? "}" : "]", 1);
+        break;
+    }
+    default:                           /* cJSON_NULL, cJSON_Invalid */
+        gpp__buf_add(b, "null", 4);
+        break;
+    }
+}
+
 enum MHD_Result api__reply_json(api_req *r, unsigned status, cJSON *v,
                                 const char *const *headers)
 {
-    char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (v) {
+        gpp__buf b = {0};
+        json_write(&b, v);
+        text = gpp__buf_take(&b, &len);
+    }
     cJSON_Delete(v);
     if (!text)
         return api__reply_error(r, 500, "internal", "", "out of memory");
-    return api__reply(r, status, "application/json", text, strlen(text), headers);
+    return api__reply(r, status, "application/json", text, len, headers);
 }
 
 static enum MHD_Result reply_error_v(api_req *r, unsigned status, const char *code,
@@ -278,109 +409,33 @@ const char *api__query(api_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* The parsing itself is in api_parse.c (no MHD there: fuzzed). */
 int api__query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t def,
                    int64_t *out, enum MHD_Result *reply)
 {
-    const char *v = api__query(r, name);
-    if (!v) {
-        *out = def;
+    gpp_error e = {0};
+    if (api_parse_int_param(api__query(r, name), name, lo, hi, def, out, &e) == 0)
         return 0;
-    }
-    if (gpp__parse_i64(v, lo, hi, out) != 0) {
-        *reply = api__reply_error(r, 400, "malformed", name,
-                                  "%s must be a whole number in %lld..%lld", name,
-                                  (long long)lo, (long long)hi);
-        return -1;
-    }
-    return 0;
+    *reply = api__reply_error(r, 400, e.code, e.field, "%s", e.message);
+    return -1;
 }
 
 void api__cursor_make(char kind, const char *value, char *out, size_t n)
 {
-    char raw[256];
-    int len = snprintf(raw, sizeof raw, "%c:%s", kind, value);
-    if (len < 0 || (size_t)len >= sizeof raw || n < ((size_t)len + 2) / 3 * 4 + 1) {
-        if (n)
-            out[0] = '\0';
-        return;
-    }
-    gpp__base64url((const uint8_t *)raw, (size_t)len, out);
+    api_parse_cursor_make(kind, value, out, n);
 }
 
 int api__cursor_parse(char kind, const char *cursor, char *value, size_t n)
 {
-    uint8_t raw[256];
-    size_t clen = strlen(cursor);
-    if (clen == 0 || clen > 300)
-        return -1;
-    long len = gpp__base64url_decode(cursor, clen, raw, sizeof raw - 1);
-    if (len < 3 || raw[0] != (uint8_t)kind || raw[1] != ':')
-        return -1;
-    if ((size_t)len - 2 >= n || memchr(raw + 2, '\0', (size_t)len - 2))
-        return -1;
-    memcpy(value, raw + 2, (size_t)len - 2);
-    value[len - 2] = '\0';
-    return 0;
-}
-
-/* Deepest [ / { nesting of a JSON text (strings skipped), stopping once
- * past `limit`. */
-static int json_depth(const char *s, size_t n, int limit)
-{
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max)
-                max = depth;
-            if (max > limit)
-                return max;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return max;
+    return api_parse_cursor(kind, cursor, value, n);
 }
 
 cJSON *api__body_object(api_req *r, enum MHD_Result *reply)
 {
-    const char *body = r->body ? r->body : "";
-    if (json_depth(body, r->body_len, API_JSON_MAX_DEPTH) > API_JSON_MAX_DEPTH) {
-        *reply = api__reply_error(r, 400, "malformed", "",
-                                  "the JSON body is nested deeper than %d levels",
-                                  API_JSON_MAX_DEPTH);
-        return NULL;
-    }
-    const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(body, r->body_len, &end, false);
-    if (v && end) {
-        while (end < body + r->body_len && (*end == ' ' || *end == '\n' || *end == '\r' ||
-                                             *end == '\t'))
-            end++;
-        if (end != body + r->body_len) {
-            cJSON_Delete(v);
-            v = NULL;
-        }
-    }
-    if (!v) {
-        *reply = api__reply_error(r, 400, "malformed", "", "the body is not valid JSON");
-        return NULL;
-    }
-    if (!cJSON_IsObject(v)) {
-        cJSON_Delete(v);
-        *reply = api__reply_error(r, 400, "malformed", "", "the body must be a JSON object");
-        return NULL;
-    }
+    cJSON *v = NULL;
+    gpp_error e = {0};
+    if (api_parse_body_object(r->body, r->body_len, &v, &e) != 0)
+        *reply = api__reply_error(r, 400, e.code, e.field, "%s", e.message);
     return v;
 }
 
@@ -399,6 +454,46 @@ bool api__can_see(const api_req *r, const char *owner)
 }
 
 /* ---- auth ---------------------------------------------------------------------- */
+
+/* The token cache: direct-mapped on the first hash byte (the hashes are
+ * uniform).  A hit fills *t with id, name and role (active, not a worker). */
+static bool tok_cache_get(api *a, const uint8_t hash[32], store_token *t)
+{
+    tok_entry *e = &a->tok[hash[0] % API_TOKEN_CACHE];
+    uint64_t now = gpp__mono_ns();
+    bool hit = false;
+    pthread_mutex_lock(&a->tok_mu);
+    if (e->used && e->gen == atomic_load(&a->tok_gen) && now < e->expires_ns) {
+        uint8_t diff = 0;
+        for (int i = 0; i < 32; i++)
+            diff |= (uint8_t)(e->hash[i] ^ hash[i]);
+        if (diff == 0) {
+            memset(t, 0, sizeof *t);
+            t->id = e->id;
+            snprintf(t->name, sizeof t->name, "%s", e->name);
+            snprintf(t->role, sizeof t->role, "%s", e->role);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&a->tok_mu);
+    return hit;
+}
+
+/* Remember a token the store found active; gen is tok_gen as read before
+ * that lookup, so a revocation committed meanwhile makes the entry stale. */
+static void tok_cache_put(api *a, const uint8_t hash[32], const store_token *t, uint64_t gen)
+{
+    tok_entry *e = &a->tok[hash[0] % API_TOKEN_CACHE];
+    pthread_mutex_lock(&a->tok_mu);
+    memcpy(e->hash, hash, 32);
+    e->used = true;
+    e->gen = gen;
+    e->expires_ns = gpp__mono_ns() + (uint64_t)API_TOKEN_TTL_MS * 1000000u;
+    e->id = t->id;
+    snprintf(e->name, sizeof e->name, "%s", t->name);
+    snprintf(e->role, sizeof e->role, "%s", t->role);
+    pthread_mutex_unlock(&a->tok_mu);
+}
 
 /* 0 when the caller may use the route, else a pending 401/403 is set. */
 static int authenticate(api_req *r)
@@ -428,7 +523,13 @@ static int authenticate(api_req *r)
     token_hash(tok, len, hash);
     store_token t;
     gpp_error e = {0};
-    int rc = store_token_by_hash(r->d->store, hash, &t, &e);
+    int rc = 0;
+    uint64_t gen = atomic_load(&r->api->tok_gen);     /* read before the store */
+    if (!tok_cache_get(r->api, hash, &t)) {
+        rc = store_token_by_hash(r->d->store, hash, &t, &e);
+        if (rc == 0 && !t.revoked_at && strcmp(t.role, "worker") != 0)
+            tok_cache_put(r->api, hash, &t, gen);
+    }
     if (rc == GPP_ENOTFOUND) {
         set_pending(r, 401, "unauthenticated", "", "unknown token");
         return -1;
@@ -498,9 +599,20 @@ static char *decode_path(const char *uri)
     return out;
 }
 
+/* The tracking record of a connection (NULL when it could not be made). */
+static api_conn *conn_state(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return i ? i->socket_context : NULL;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     api *a = cls;
+    api_conn *c = conn_state(conn);
+    if (c)
+        atomic_store(&c->partial, true);
     api_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
@@ -529,6 +641,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                   (unsigned long long)us, r->who.name[0] ? r->who.name : "-");
     }
     (void)toe;
+    api_conn *c = conn_state(conn);
+    if (c) {                           /* the next request's deadline starts now */
+        atomic_store(&c->partial, false);
+        atomic_store(&c->since_ns, gpp__mono_ns());
+        atomic_store(&c->receiving, true);
+    }
     free(r->path);
     free(r->body);
     free(r);
@@ -663,6 +781,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->body[r->body_len] = '\0';
         return MHD_YES;
     }
+    api_conn *c = conn_state(conn);
+    if (c)
+        atomic_store(&c->receiving, false);   /* the request is whole */
     if (r->status)
         return MHD_YES;     /* replied already (413 mid-body) */
     if (r->pending)
@@ -670,7 +791,120 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->route->json_body && r->body_len == 0)
         return api__reply_error(r, 400, "malformed", "", "the body is empty; a JSON object is"
                                 " expected");
-    return r->route->fn(r);
+    enum MHD_Result ret = r->route->fn(r);
+    if (r->route->fn == api__token_revoke)
+        atomic_fetch_add(&r->api->tok_gen, 1);   /* before the reply leaves */
+    return ret;
+}
+
+/* ---- connections and the request deadline ---------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    api *a = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        api_conn *c = calloc(1, sizeof *c);
+        if (!c)
+            return;            /* untracked: only the idle timeout applies to it */
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        c->fd = fi ? fi->connect_fd : -1;
+        if (ai && ai->client_addr) {
+            const struct sockaddr *sa = ai->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+                          c->addr, sizeof c->addr);
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                          c->addr, sizeof c->addr);
+        }
+        atomic_store(&c->since_ns, gpp__mono_ns());
+        atomic_store(&c->receiving, true);
+        pthread_mutex_lock(&a->conns_mu);
+        c->next = a->conns;
+        if (a->conns)
+            a->conns->prev = c;
+        a->conns = c;
+        pthread_mutex_unlock(&a->conns_mu);
+        *socket_context = c;
+        return;
+    }
+    api_conn *c = *socket_context;
+    if (!c)
+        return;
+    /* libmicrohttpd closes the socket after this returns: the reaper, which
+     * holds conns_mu while it shuts sockets down, never sees a reused fd */
+    pthread_mutex_lock(&a->conns_mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&a->conns_mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Shut down the connections whose request is late; libmicrohttpd then sees
+ * the end of the stream and closes them in its own thread. */
+static void *reaper_main(void *arg)
+{
+    api *a = arg;
+    static const char timeout_reply[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                                        "Content-Length: 0\r\n\r\n";
+    const uint64_t deadline = (uint64_t)API_REQUEST_DEADLINE_S * 1000000000u;
+    pthread_mutex_lock(&a->conns_mu);
+    while (!a->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += API_REAP_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&a->reaper_cv, &a->conns_mu, &ts);
+        if (a->stopping)
+            break;
+        uint64_t now = gpp__mono_ns();
+        unsigned cut = 0;
+        char last[64] = "";
+        uint64_t last_age = 0;
+        bool last_partial = false;
+        for (api_conn *c = a->conns; c; c = c->next) {
+            /* receiving first: on_completed stores since_ns before receiving,
+             * so a receiving seen true comes with its own since_ns (or a newer
+             * one, possibly newer than now: a request thread is quicker) */
+            if (c->cut || c->fd < 0 || !atomic_load(&c->receiving))
+                continue;
+            uint64_t since = atomic_load(&c->since_ns);
+            if (since >= now || now - since < deadline)
+                continue;
+            if (atomic_load(&c->partial))
+                (void)!send(c->fd, timeout_reply, sizeof timeout_reply - 1,
+                            MSG_NOSIGNAL | MSG_DONTWAIT);
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = true;
+            cut++;
+            snprintf(last, sizeof last, "%s", c->addr);
+            last_age = (now - since) / 1000000u;
+            last_partial = atomic_load(&c->partial);
+        }
+        if (cut) {
+            atomic_fetch_add(&a->slow_closed, cut);
+            pthread_mutex_unlock(&a->conns_mu);     /* no connection waits on the log */
+            log_info("closed slow or idle connections",
+                     "count=%u deadline_s=%d last=%s last_waited_ms=%llu last_partial=%d", cut,
+                     API_REQUEST_DEADLINE_S, last[0] ? last : "-", (unsigned long long)last_age,
+                     last_partial);
+            pthread_mutex_lock(&a->conns_mu);
+        }
+    }
+    pthread_mutex_unlock(&a->conns_mu);
+    return NULL;
 }
 
 #pragma GCC diagnostic push
@@ -688,6 +922,14 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 #pragma GCC diagnostic pop
 
 /* ---- start / stop ---------------------------------------------------------------- */
+
+static void api_free(api *a)
+{
+    pthread_mutex_destroy(&a->conns_mu);
+    pthread_mutex_destroy(&a->tok_mu);
+    pthread_cond_destroy(&a->reaper_cv);
+    free(a);
+}
 
 int api_start(api **out, gppd *d, gpp_error *err)
 {
@@ -717,40 +959,57 @@ int api_start(api **out, gppd *d, gpp_error *err)
     if (!a)
         return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
     a->d = d;
+    pthread_mutex_init(&a->conns_mu, NULL);
+    pthread_mutex_init(&a->tok_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
     a->sse = api__sse_hub_new(d);
     if (!a->sse) {
-        free(a);
+        api_free(a);
         return gpp_error_set(err, GPP_ENOMEM, "internal", "", "cannot start the event pump");
     }
-    unsigned conn_limit = 1000;
+    unsigned conn_limit = API_CONN_LIMIT;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
         rl.rlim_cur < conn_limit + 64)
         conn_limit = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned threads = ncpu > 0 ? 2u * (unsigned)ncpu : API_THREADS_MIN;
+    threads = threads < API_THREADS_MIN ? API_THREADS_MIN
+            : threads > API_THREADS_MAX ? API_THREADS_MAX : threads;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
     errno = 0;
     a->mhd = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, a,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)API_THREADS,
+        MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)API_PER_IP_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_CONN_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, a,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
         MHD_OPTION_END);
     if (!a->mhd) {
         int e = errno;
         api__sse_hub_close(a->sse);
         api__sse_hub_free(a->sse);
-        free(a);
+        api_free(a);
         return gpp_error_set(err, GPP_EIO, "io_error", "listen",
                              "cannot listen on %s: %s", d->cfg.listen,
                              e ? strerror(e) : "address in use or not available");
     }
+    if (pthread_create(&a->reaper, NULL, reaper_main, a) == 0)
+        a->reaper_started = true;
+    else
+        log_warn("no request deadline thread; only the idle timeout applies", "timeout_s=%d",
+                 API_CONN_TIMEOUT_S);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
     a->port = info ? info->port : (uint16_t)port;
     *out = a;
@@ -773,11 +1032,18 @@ void api_stop(api *a)
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    MHD_stop_daemon(a->mhd);
+    if (a->reaper_started) {
+        pthread_mutex_lock(&a->conns_mu);
+        a->stopping = true;
+        pthread_cond_signal(&a->reaper_cv);
+        pthread_mutex_unlock(&a->conns_mu);
+        pthread_join(a->reaper, NULL);
+    }
+    MHD_stop_daemon(a->mhd);           /* closes the rest: on_connection frees their records */
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
     api__sse_hub_free(a->sse);
-    free(a);
+    api_free(a);
 }
 
 void api__counters(const api *a, uint64_t by_status[500], uint64_t buckets[API_LAT_BUCKETS],
@@ -860,6 +1126,11 @@ enum MHD_Result api__prometheus(api_req *r)
                         "gppd_http_request_duration_seconds_sum %.6f\n"
                         "gppd_http_request_duration_seconds_count %llu\n",
                     (unsigned long long)count, sum, (unsigned long long)count);
+    gpp__buf_printf(&b, "# HELP gppd_http_slow_connections_closed_total Connections closed because"
+                        " a request did not arrive whole within %d s.\n"
+                        "# TYPE gppd_http_slow_connections_closed_total counter\n"
+                        "gppd_http_slow_connections_closed_total %llu\n",
+                    API_REQUEST_DEADLINE_S, (unsigned long long)atomic_load(&r->api->slow_closed));
     gpp__buf_printf(&b, "# HELP gppd_build_info gppd version.\n# TYPE gppd_build_info gauge\n"
                         "gppd_build_info{version=\"%s\"} 1\n", GPP_VERSION);
     size_t len = 0;
