@@ -28,6 +28,7 @@ typedef struct spec_entry {
 typedef struct hash_state {
     char name[STORE_NAME_MAX + 1]; /* "" free */
     bool running;
+    bool transient;                /* the last failure was the store's (GPP_EUNAVAIL) */
     int64_t failed_at;             /* unix ms of the last failure, 0 none */
 } hash_state;
 
@@ -216,6 +217,7 @@ static void hash_done(uv_work_t *req, int status)
                  log_quote(status ? uv_strerror(status) : w->msg, q, sizeof q));
         if (h) {
             h->running = false;
+            h->transient = w->rc == GPP_EUNAVAIL;
             h->failed_at = gpp__now_ms();
         }
     } else {
@@ -298,7 +300,7 @@ static int dataset_prepare(sched *s, const gpp_jobspec *spec, sched_assignment *
     }
     if (!fresh) {
         hash_state *h = hash_slot(s, ds.name, false);
-        if (h && !h->running && h->failed_at)
+        if (h && !h->running && h->failed_at && !h->transient)
             rc = gpp_error_set(err, GPP_EIO, "invalid_data", "dataset",
                                "the files of data set %s cannot be read", ds.name);
         else
@@ -430,6 +432,8 @@ int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
                 int ready = input_prepare(s, r, spec, a, &pe);
                 if (ready == 1)
                     ready = dataset_prepare(s, spec, a, &pe);
+                if (ready == GPP_EUNAVAIL)
+                    continue; /* the store is unavailable: try again on the next pass */
                 if (ready < 0) {
                     fail_stage(s, r, &pe);
                     continue;
@@ -458,12 +462,14 @@ int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
                     a->spec = e->json;
                     chosen->taken = true;
                     free_workers--;
+                    /* the frame first, the job log line after: that line is one
+                     * more fsync'ed commit the worker need not wait for */
+                    fn(user, chosen, a);
                     char msg[200];
                     snprintf(msg, sizeof msg, "stage %d (%s) assigned to worker %s, attempt %d",
                              r->idx, r->kind, chosen->id, attempt);
                     store_log_event(s->d->store, r->job_seq, r->job_id, r->idx, "info",
                                     "daemon", msg, NULL);
-                    fn(user, chosen, a);
                     assigned++;
                     continue;
                 }
