@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,32 @@ int wl_cache_open(const char *dir, gpp_error *err)
     }
     if (d)
         closedir(d);
+    /* temporary files of a mid-stage checkpoint whose writer died
+     * (NAME.tmp.PID, gpp_ckpt_writer_write_file) */
+    snprintf(p, sizeof p, "%s/work", dir);
+    d = opendir(p);
+    while (d && (e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".gppm.tmp.");
+        if (!t)
+            continue;
+        char *end = NULL;
+        long pid = strtol(t + 10, &end, 10);
+        if (!end || *end || pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+            char f[PATH_MAX + 300];
+            snprintf(f, sizeof f, "%s/%s", p, e->d_name);
+            unlink(f);
+        }
+    }
+    if (d)
+        closedir(d);
     return 0;
+}
+
+/* wl_cache_work_path: see wl_internal.h. */
+void wl_cache_work_path(const char *dir, const char *stage_id, const char *what, char *buf,
+                        size_t n)
+{
+    snprintf(buf, n, "%s/work/%s.%s.gppm", dir, stage_id, what);
 }
 
 /* wl_cache_blob_path: see wl_internal.h. */

@@ -14,7 +14,18 @@
  * daemon did not take it back (given to another worker, or its result was
  * processed already): the stage is dropped quietly.  Otherwise the phase
  * carries on: unacked metrics are sent again, missing blobs fetched again,
- * an interrupted upload (and its result) sent again. */
+ * an interrupted upload (and its result) sent again.
+ *
+ * Mid-stage checkpoints (ckpt_*): the stage thread writes
+ * work/<stage>.partial.gppm after every epoch, but a later attempt (this
+ * process after a re-assignment, or a new worker process on the same cache
+ * after a kill) resumes only from work/<stage>.resume.gppm, a snapshot
+ * whose metric points were all acknowledged by gppd.  A new partial is
+ * snapshotted (hard link) as work/<stage>.cand.gppm together with the count
+ * of points the stage had produced by then, and becomes the resume
+ * checkpoint once that many points are acknowledged.  So a worker lost
+ * mid-stage leaves no hole in the stage's metrics: the next attempt starts
+ * at or before the first point gppd never got. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +48,7 @@ typedef struct batch {
     int64_t seq;
     char stage_id[GPP_PROTO_ID_MAX + 1];
     int attempt;
+    uint64_t end;                      /* the stage's points batched up to this one */
     gpp_buf frame;
     struct batch *next;
 } batch;
@@ -99,6 +111,14 @@ typedef struct wl {
     bool cancel_asked;                 /* cancel from the daemon (or SIGINT) */
     int64_t seq;
     batch *unacked, *unacked_tail;
+    /* the resumable mid-stage checkpoint (ckpt_*) */
+    uint64_t batched;                  /* points of the stage put into batches */
+    uint64_t acked_points;             /* of those, acknowledged (always a prefix) */
+    bool lost_points;                  /* a batch could not be made: resume no further */
+    bool cand;                         /* work/<stage>.cand.gppm waits for acks */
+    uint64_t cand_need;                /* points to be acknowledged before it counts */
+    struct stat part_seen;             /* the partial last snapshotted (or resumed) */
+    bool part_known;
     char need[GPP_PROTO_MAX_FILES + 1][65];
     size_t n_need;
     /* the blob coming down */
@@ -233,6 +253,118 @@ static void send_ping(wl *w)
     }
 }
 
+/* ---- mid-stage checkpoints (see the top of this file) ------------------------------- */
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The candidate becomes the resume checkpoint once the points produced
+ * before it are all acknowledged (never when points were lost). */
+static void ckpt_promote(wl *w)
+{
+    if (!w->job || !w->cand || w->lost_points || w->acked_points < w->cand_need)
+        return;
+    pthread_mutex_lock(&w->box.mu);
+    bool dropped = w->box.dropped > 0;
+    pthread_mutex_unlock(&w->box.mu);
+    if (dropped)
+        return;
+    char cand[PATH_MAX + 200], res[PATH_MAX + 200];
+    wl_cache_work_path(w->cache, w->job->stage_id, "cand", cand, sizeof cand);
+    wl_cache_work_path(w->cache, w->job->stage_id, "resume", res, sizeof res);
+    w->cand = false;
+    if (rename(cand, res) != 0)
+        wl_log("warn", "cannot keep the mid-stage checkpoint", "stage=%s error=\"%s\"",
+               w->job->stage_id, strerror(errno));
+}
+
+/* Snapshot a partial checkpoint the stage thread wrote since the last look.
+ * One candidate at a time: a newer partial is looked at once the candidate
+ * was promoted.  The count of points produced is read after the snapshot
+ * was taken, so it covers every point computed before the checkpoint. */
+static void ckpt_watch(wl *w)
+{
+    if (!w->job || w->cand || w->lost_points || w->phase < P_RUN || w->phase > P_ACKWAIT)
+        return;
+    char part[PATH_MAX + 200], cand[PATH_MAX + 200];
+    wl_cache_work_path(w->cache, w->job->stage_id, "partial", part, sizeof part);
+    wl_cache_work_path(w->cache, w->job->stage_id, "cand", cand, sizeof cand);
+    struct stat st;
+    if (stat(part, &st) != 0 || (w->part_known && same_file(&st, &w->part_seen)))
+        return;
+    unlink(cand);
+    if (link(part, cand) != 0) {
+        if (errno != ENOENT) {         /* ENOENT: replaced or removed meanwhile */
+            wl_log("warn", "cannot keep the mid-stage checkpoint", "stage=%s error=\"%s\"",
+                   w->job->stage_id, strerror(errno));
+            w->part_seen = st;         /* not again for this one */
+            w->part_known = true;
+        }
+        return;
+    }
+    if (stat(cand, &st) != 0) {
+        unlink(cand);
+        return;
+    }
+    pthread_mutex_lock(&w->box.mu);
+    w->cand_need = w->box.emitted;
+    pthread_mutex_unlock(&w->box.mu);
+    w->part_seen = st;
+    w->part_known = true;
+    w->cand = true;
+    ckpt_promote(w);
+}
+
+/* Before the stage thread starts: the stage resumes from the resume
+ * checkpoint (hard-linked as its partial) or from its input; a partial or
+ * candidate left by an earlier run is not trusted. */
+static void ckpt_prepare(wl *w)
+{
+    char part[PATH_MAX + 200], cand[PATH_MAX + 200], res[PATH_MAX + 200];
+    wl_cache_work_path(w->cache, w->job->stage_id, "partial", part, sizeof part);
+    wl_cache_work_path(w->cache, w->job->stage_id, "cand", cand, sizeof cand);
+    wl_cache_work_path(w->cache, w->job->stage_id, "resume", res, sizeof res);
+    unlink(cand);
+    unlink(part);
+    w->cand = false;
+    w->part_known = false;
+    w->lost_points = false;
+    w->batched = w->acked_points = w->cand_need = 0;
+    if (access(res, F_OK) == 0) {
+        if (link(res, part) != 0)
+            wl_log("warn", "cannot resume from the mid-stage checkpoint", "stage=%s error=\"%s\"",
+                   w->job->stage_id, strerror(errno));
+        else if (stat(part, &w->part_seen) == 0)
+            w->part_known = true;
+    }
+}
+
+/* The stage was delivered: its mid-stage checkpoints are of no more use. */
+static void ckpt_forget(wl *w)
+{
+    static const char *const what[] = {"partial", "cand", "resume"};
+    for (size_t i = 0; i < sizeof what / sizeof what[0]; i++) {
+        char p[PATH_MAX + 200];
+        wl_cache_work_path(w->cache, w->job->stage_id, what[i], p, sizeof p);
+        unlink(p);
+    }
+    w->cand = false;
+}
+
+/* An ack for the stage: every batch up to seq is stored. */
+static void ckpt_acked(wl *w, const gpp_msg_ack *a)
+{
+    if (!w->job || strcmp(a->stage_id, w->job->stage_id) != 0 || a->attempt != w->job->attempt)
+        return;
+    for (const batch *b = w->unacked; b; b = b->next)
+        if (strcmp(b->stage_id, a->stage_id) == 0 && b->attempt == a->attempt &&
+            b->seq <= a->seq && b->end > w->acked_points)
+            w->acked_points = b->end;
+}
+
 /* ---- metrics and log lines --------------------------------------------------------- */
 
 /* Move pending points into batches (<= WL_BATCH_POINTS each) and send them
@@ -242,6 +374,7 @@ static void flush_outbox(wl *w)
     if (!w->job)
         return;
     wl_job *j = w->job;
+    ckpt_watch(w);                     /* before the points it covers go out */
     for (;;) {
         gpp_proto_point pts[WL_BATCH_POINTS];
         wl_point *copy = NULL;
@@ -272,6 +405,8 @@ static void flush_outbox(wl *w)
             b->seq = m.metrics.seq;
             snprintf(b->stage_id, sizeof b->stage_id, "%s", j->stage_id);
             b->attempt = j->attempt;
+            w->batched += n;
+            b->end = w->batched;
             if (w->unacked_tail)
                 w->unacked_tail->next = b;
             else
@@ -281,6 +416,7 @@ static void flush_outbox(wl *w)
                 send_bytes(w, b->frame.data, b->frame.len);
         } else {
             wl_log("warn", "metrics batch dropped", "error=\"%s\"", e.message);
+            w->lost_points = true;     /* no checkpoint past this hole becomes resumable */
             if (b)
                 gpp_buf_free(&b->frame);
             free(b);
@@ -378,10 +514,13 @@ static void clear_stage(wl *w)
 
 static void start_thread(wl *w)
 {
+    ckpt_prepare(w);
     w->phase = P_RUN;
     pthread_mutex_lock(&w->box.mu);
     w->box.done = false;
     w->box.progress = 0;
+    w->box.emitted = 0;
+    w->box.dropped = 0;
     pthread_mutex_unlock(&w->box.mu);
     if (uv_thread_create(&w->thread, wl_stage_thread, w->job) != 0) {
         w->job->rc = gpp_error_set(&w->job->err, GPP_EIO, "internal", "",
@@ -519,6 +658,8 @@ static void stage_step(wl *w)
     if (w->phase == P_CONFIRM && w->cs == C_READY && w->pongs_got >= w->confirm_ping) {
         wl_log("info", "stage delivered", "stage=%s attempt=%d", w->job->stage_id,
                w->job->attempt);
+        if (w->job->rc == 0)
+            ckpt_forget(w);
         clear_stage(w);
     }
 }
@@ -554,8 +695,11 @@ static void stage_cancel(wl *w, bool quietly)
 static void on_assign(wl *w, const gpp_msg_assign *a)
 {
     const char *refuse = NULL;
-    if (have_stage(w) && w->phase == P_CONFIRM)
+    if (have_stage(w) && w->phase == P_CONFIRM) {
+        if (w->job->rc == 0)
+            ckpt_forget(w);
         clear_stage(w);                /* a new assignment: the last result was taken */
+    }
     if (have_stage(w))
         refuse = "the worker is busy with another stage";
     else if (w->draining || w->stopping)
@@ -789,7 +933,10 @@ static void on_frame(wl *w, const gpp_frame *f)
         on_blob(w, &m.blob);
         break;
     case GPP_MSG_ACK:
+        ckpt_acked(w, &m.ack);
         drop_batches(w, m.ack.stage_id, m.ack.attempt, m.ack.seq);
+        ckpt_promote(w);
+        ckpt_watch(w);
         stage_step(w);
         break;
     case GPP_MSG_CANCEL:

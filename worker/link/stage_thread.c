@@ -73,6 +73,7 @@ static void on_metric(void *user, const gpp_metric *m)
     bool wake = false;
     pthread_mutex_lock(&b->mu);
     for (int i = 0; i < m->n; i++) {
+        b->emitted++;
         if (b->n_points >= WL_PENDING_MAX) {
             b->dropped++;
             continue;
@@ -210,7 +211,8 @@ void wl_stage_thread(void *arg)
     if (j->input_sha[0])
         wl_cache_blob_path(j->cache, j->input_sha, in_path, sizeof in_path);
     snprintf(out_path, sizeof out_path, "%s/work/%s.%d.gppm", j->cache, j->stage_id, j->attempt);
-    snprintf(part, sizeof part, "%s/work/%s.partial.gppm", j->cache, j->stage_id);
+    /* the resumable copy was put in place by the loop (client.c ckpt_prepare) */
+    wl_cache_work_path(j->cache, j->stage_id, "partial", part, sizeof part);
     gpp_stage_req req = {
         .spec = spec, .kind = kind, .index = j->index,
         .iteration = kind == GPP_STAGE_GROW ? round : round > 0 ? round - 1 : 0,

@@ -39,6 +39,14 @@ void wl_cache_blob_path(const char *dir, const char *hex, char *buf, size_t n);
 int wl_cache_has(const char *dir, const char *hex, int64_t size);
 /* Up to max cached blob names (64 hex each) into names; returns the count. */
 size_t wl_cache_list(const char *dir, char (*names)[65], size_t max);
+/* DIR/work/<stage_id>.<what>.gppm into buf: the stage's mid-stage
+ * checkpoints.  what = "partial": the one the stage thread writes after
+ * every epoch and resumes from; "cand": a snapshot of it (a hard link)
+ * waiting until the metric points computed before it are acknowledged;
+ * "resume": the newest snapshot whose points are all acknowledged -- the
+ * only one a later attempt may resume from (client.c, ckpt_*). */
+void wl_cache_work_path(const char *dir, const char *stage_id, const char *what, char *buf,
+                        size_t n);
 /* Hash a file: 0 with hex and *size, or < 0. */
 int wl_file_sha256(const char *path, char hex[65], int64_t *size);
 /* Make DIR/datasets/<set>/<name>/ hold links named after the files to their
@@ -62,6 +70,7 @@ typedef struct wl_outbox {
     wl_point *points;             /* metric points not yet in a batch */
     size_t n_points, cap_points;
     size_t dropped;               /* points dropped over WL_PENDING_MAX */
+    uint64_t emitted;             /* points the stage produced (dropped ones too) */
     char **lines;                 /* log lines not yet sent */
     size_t n_lines, cap_lines;
     double progress;              /* 0..1 */
