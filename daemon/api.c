@@ -112,73 +112,32 @@ struct api {
 
 /* ---- the router table ------------------------------------------------------ */
 
-static const api_route routes[] = {
-    {"GET", "/api/v1/health", api__health, API_AUTH_NONE, false},
-    {"GET", "/api/v1/openapi.json", api__openapi, API_AUTH_NONE, false},
-    {"GET", "/api/v1/jobs", api__jobs_list, API_AUTH_USER, false},
-    {"POST", "/api/v1/jobs", api__jobs_submit, API_AUTH_USER, true},
-    {"GET", "/api/v1/jobs/{id}", api__job_get, API_AUTH_USER, false},
-    {"POST", "/api/v1/jobs/{id}/cancel", api__job_cancel, API_AUTH_USER, false},
-    {"POST", "/api/v1/jobs/{id}/retry", api__job_retry, API_AUTH_USER, false},
-    {"GET", "/api/v1/jobs/{id}/metrics", api__job_metrics, API_AUTH_USER, false},
-    {"GET", "/api/v1/jobs/{id}/logs", api__job_logs, API_AUTH_USER, false},
-    {"GET", "/api/v1/jobs/{id}/architecture", api__job_architecture, API_AUTH_USER, false},
-    {"GET", "/api/v1/jobs/{id}/events", api__job_events, API_AUTH_USER, false},
-    {"GET", "/api/v1/jobs/{id}/model", api__job_model, API_AUTH_USER, false},
-    {"GET", "/api/v1/workers", api__workers_list, API_AUTH_USER, false},
-    {"POST", "/api/v1/workers/{id}/drain", api__worker_drain, API_AUTH_ADMIN, false},
-    {"GET", "/api/v1/datasets", api__datasets_list, API_AUTH_USER, false},
-    {"POST", "/api/v1/datasets", api__datasets_register, API_AUTH_ADMIN, true},
-    {"GET", "/api/v1/datasets/{name}", api__dataset_get, API_AUTH_USER, false},
-    {"GET", "/api/v1/tokens", api__tokens_list, API_AUTH_ADMIN, false},
-    {"POST", "/api/v1/tokens", api__tokens_issue, API_AUTH_ADMIN, true},
-    {"DELETE", "/api/v1/tokens/{id}", api__token_revoke, API_AUTH_ADMIN, false},
-    {"GET", "/metrics", api__prometheus, API_AUTH_NONE, false},
+/* The routes themselves (method, pattern, auth, body) are in api_route.c;
+ * here each one's handler. */
+static const api_handler handlers[API_R_COUNT] = {
+    [API_R_HEALTH] = api__health,
+    [API_R_OPENAPI] = api__openapi,
+    [API_R_JOBS_LIST] = api__jobs_list,
+    [API_R_JOBS_SUBMIT] = api__jobs_submit,
+    [API_R_JOB_GET] = api__job_get,
+    [API_R_JOB_CANCEL] = api__job_cancel,
+    [API_R_JOB_RETRY] = api__job_retry,
+    [API_R_JOB_METRICS] = api__job_metrics,
+    [API_R_JOB_LOGS] = api__job_logs,
+    [API_R_JOB_ARCHITECTURE] = api__job_architecture,
+    [API_R_JOB_EVENTS] = api__job_events,
+    [API_R_JOB_MODEL] = api__job_model,
+    [API_R_WORKERS_LIST] = api__workers_list,
+    [API_R_WORKER_DRAIN] = api__worker_drain,
+    [API_R_DATASETS_LIST] = api__datasets_list,
+    [API_R_DATASETS_REGISTER] = api__datasets_register,
+    [API_R_DATASET_GET] = api__dataset_get,
+    [API_R_TOKENS_LIST] = api__tokens_list,
+    [API_R_TOKENS_ISSUE] = api__tokens_issue,
+    [API_R_TOKEN_REVOKE] = api__token_revoke,
+    [API_R_PROMETHEUS] = api__prometheus,
+    [API_R_STATIC] = api__static,
 };
-#define N_ROUTES (sizeof routes / sizeof routes[0])
-
-size_t api_route_count(void)
-{
-    return N_ROUTES;
-}
-
-int api_route_get(size_t i, const char **method, const char **pattern)
-{
-    if (i >= N_ROUTES)
-        return -1;
-    *method = routes[i].method;
-    *pattern = routes[i].pattern;
-    return 0;
-}
-
-/* Match path against pattern, capturing {x} segments into r->params. */
-static bool route_match(const char *pattern, const char *path, api_req *r)
-{
-    int np = 0;
-    const char *p = pattern, *u = path;
-    while (*p && *u) {
-        if (*p == '{') {
-            const char *pe = strchr(p, '}');
-            const char *ue = strchr(u, '/');
-            size_t n = ue ? (size_t)(ue - u) : strlen(u);
-            if (!pe || n == 0 || n >= API_PARAM_MAX || np >= API_MAX_PARAMS)
-                return false;
-            if (r) {
-                memcpy(r->params[np], u, n);
-                r->params[np][n] = '\0';
-            }
-            np++;
-            p = pe + 1;
-            u += n;
-            continue;
-        }
-        if (*p != *u)
-            return false;
-        p++;
-        u++;
-    }
-    return *p == '\0' && *u == '\0';
-}
 
 /* ---- replies ----------------------------------------------------------------- */
 
@@ -409,34 +368,9 @@ const char *api__query(api_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-/* The parsing itself is in api_parse.c (no MHD there: fuzzed). */
-int api__query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t def,
-                   int64_t *out, enum MHD_Result *reply)
-{
-    gpp_error e = {0};
-    if (api_parse_int_param(api__query(r, name), name, lo, hi, def, out, &e) == 0)
-        return 0;
-    *reply = api__reply_error(r, 400, e.code, e.field, "%s", e.message);
-    return -1;
-}
-
 void api__cursor_make(char kind, const char *value, char *out, size_t n)
 {
     api_parse_cursor_make(kind, value, out, n);
-}
-
-int api__cursor_parse(char kind, const char *cursor, char *value, size_t n)
-{
-    return api_parse_cursor(kind, cursor, value, n);
-}
-
-cJSON *api__body_object(api_req *r, enum MHD_Result *reply)
-{
-    cJSON *v = NULL;
-    gpp_error e = {0};
-    if (api_parse_body_object(r->body, r->body_len, &v, &e) != 0)
-        *reply = api__reply_error(r, 400, e.code, e.field, "%s", e.message);
-    return v;
 }
 
 cJSON *api__time(int64_t ms)
@@ -500,29 +434,16 @@ static int authenticate(api_req *r)
 {
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                 MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h) {
-        set_pending(r, 401, "unauthenticated", "", "missing Authorization: Bearer TOKEN");
-        return -1;
-    }
-    if (strncasecmp(h, "Bearer ", 7) != 0) {
-        set_pending(r, 401, "unauthenticated", "", "the Authorization header must be"
-                                                   " `Bearer TOKEN`");
-        return -1;
-    }
-    const char *tok = h + 7;
-    while (*tok == ' ')
-        tok++;
-    size_t len = strlen(tok);
-    while (len > 0 && tok[len - 1] == ' ')
-        len--;
-    if (!token_check(tok, len)) {
-        set_pending(r, 401, "unauthenticated", "", "malformed token");
+    const char *tok = NULL;
+    size_t len = 0;
+    gpp_error e = {0};
+    if (api_route_bearer(h, &tok, &len, &e) != 0) {
+        set_pending(r, 401, e.code, e.field, "%s", e.message);
         return -1;
     }
     uint8_t hash[32];
     token_hash(tok, len, hash);
     store_token t;
-    gpp_error e = {0};
     int rc = 0;
     uint64_t gen = atomic_load(&r->api->tok_gen);     /* read before the store */
     if (!tok_cache_get(r->api, hash, &t)) {
@@ -559,46 +480,6 @@ static int authenticate(api_req *r)
 
 /* ---- request life cycle ------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode the path part of a raw URI; NULL for an encoded NUL, a bad
- * escape or a path not starting with '/'. */
-static char *decode_path(const char *uri)
-{
-    size_t n = strcspn(uri, "?#");
-    if (n == 0 || uri[0] != '/')
-        return NULL;
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (uri[i] != '%') {
-            out[o++] = uri[i];
-            continue;
-        }
-        if (i + 2 >= n) {
-            free(out);
-            return NULL;
-        }
-        int a = hexval(uri[i + 1]), b = hexval(uri[i + 2]);
-        if (a < 0 || b < 0 || (a == 0 && b == 0)) {
-            free(out);
-            return NULL;
-        }
-        out[o++] = (char)(a * 16 + b);
-        i += 2;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* The tracking record of a connection (NULL when it could not be made). */
 static api_conn *conn_state(struct MHD_Connection *conn)
 {
@@ -620,7 +501,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->d = a->d;
     r->conn = conn;
     r->t0 = gpp__mono_ns();
-    r->path = decode_path(uri ? uri : "");
+    r->path = api_route_decode_path(uri ? uri : "");
     atomic_fetch_add(&a->inflight, 1);
     return r;
 }
@@ -654,20 +535,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&a->inflight, 1);
 }
 
-static bool is_json_type(const char *ct)
-{
-    if (!ct)
-        return false;
-    while (*ct == ' ')
-        ct++;
-    if (strncasecmp(ct, "application/json", 16) != 0)
-        return false;
-    ct += 16;
-    while (*ct == ' ')
-        ct++;
-    return *ct == '\0' || *ct == ';';
-}
-
 /* First call: route, authenticate, check the body's type and size.
  * Returns true when a reply was queued already (in *ret). */
 static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
@@ -678,48 +545,22 @@ static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
                                              " encoded NUL)");
         return false;
     }
-    bool head = strcmp(method, "HEAD") == 0;
-    const char *m = head ? "GET" : method;
-    char allow[64] = "";
-    for (size_t i = 0; i < N_ROUTES; i++) {
-        if (!route_match(routes[i].pattern, r->path, NULL))
-            continue;
-        if (strcmp(routes[i].method, m) == 0) {
-            r->route = &routes[i];
-            route_match(routes[i].pattern, r->path, r);
-            break;
-        }
-        if (!strstr(allow, routes[i].method)) {
-            if (allow[0])
-                strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
-            strncat(allow, routes[i].method, sizeof allow - strlen(allow) - 1);
-        }
-    }
-    if (!r->route) {
-        if (allow[0]) {
-            set_pending(r, 405, "method_not_allowed", allow, "%s is not allowed on %s (allowed:"
-                        " %s)", method, r->path, allow);
-            return false;
-        }
-        if (strncmp(r->path, "/api/", 5) == 0 || strcmp(r->path, "/api") == 0) {
-            set_pending(r, 404, "not_found", "", "no such endpoint: %s", r->path);
-            return false;
-        }
-        static const api_route static_route = {"GET", "/", api__static, API_AUTH_NONE, false};
-        if (strcmp(m, "GET") != 0) {
-            set_pending(r, 405, "method_not_allowed", "GET, HEAD", "%s is not allowed on %s"
-                        " (allowed: GET, HEAD)", method, r->path);
-            return false;
-        }
-        r->route = &static_route;
+    api_route_hit hit;
+    gpp_error e = {0};
+    if (api_route_find(method, r->path, &hit, &e) != 0) {
+        set_pending(r, hit.status, e.code, e.field, "%s", e.message);
         return false;
     }
+    r->route = hit.route;
+    memcpy(r->params, hit.params, sizeof r->params);
+    if (r->route->id == API_R_STATIC)
+        return false;
     if (r->route->auth != API_AUTH_NONE && authenticate(r) != 0)
         return false;
     if (r->route->json_body) {
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!is_json_type(ct)) {
+        if (!api_route_is_json(ct)) {
             set_pending(r, 415, "unsupported_media_type", "Content-Type",
                         "the body must be application/json");
             return false;
@@ -727,7 +568,7 @@ static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
         const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t n;
-        if (cl && gpp__parse_i64(cl, 0, INT64_MAX, &n) == 0 && n > API_BODY_MAX) {
+        if (api_route_body_too_big(cl, API_BODY_MAX, &n)) {
             *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
                                     " is %d", (long long)n, API_BODY_MAX);
             return true;
@@ -791,8 +632,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->route->json_body && r->body_len == 0)
         return api__reply_error(r, 400, "malformed", "", "the body is empty; a JSON object is"
                                 " expected");
-    enum MHD_Result ret = r->route->fn(r);
-    if (r->route->fn == api__token_revoke)
+    enum MHD_Result ret = handlers[r->route->id](r);
+    if (r->route->id == API_R_TOKEN_REVOKE)
         atomic_fetch_add(&r->api->tok_gen, 1);   /* before the reply leaves */
     return ret;
 }
@@ -1189,22 +1030,9 @@ enum MHD_Result api__static(api_req *r)
     const char *root = r->d->web_root;
     if (!root[0])
         return api__reply_error(r, 404, "not_found", "", "no dashboard is served (no --web-root)");
-    const char *p = r->path;
-    /* every segment must be a plain name: no "", ".", "..", backslashes */
-    for (const char *s = p + 1; *s;) {
-        size_t n = strcspn(s, "/");
-        if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.') ||
-            memchr(s, '\\', n) || (n == 0 && s[n] == '/'))
-            return api__reply_error(r, 404, "not_found", "", "no such file");
-        s += n;
-        if (*s == '/')
-            s++;
-    }
     char rel[PATH_MAX];
-    size_t pl = strlen(p + 1);
-    if (pl + 16 >= sizeof rel)
+    if (api_route_static_rel(r->path, rel, sizeof rel) != 0)    /* no "..", ".", "" */
         return api__reply_error(r, 404, "not_found", "", "no such file");
-    snprintf(rel, sizeof rel, "%s%s", p + 1, pl == 0 || p[pl] == '/' ? "index.html" : "");
     char real[PATH_MAX];
     bool is_dir = false;
     if (static_resolve(root, rel, real, &is_dir) != 0)

@@ -8,11 +8,10 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "api_route.h"
 #include "gppd.h"
 #include "store.h"
 #include "util.h"
-
-enum api_auth { API_AUTH_NONE, API_AUTH_USER, API_AUTH_ADMIN };
 
 /* Who made the request (from the bearer token). */
 typedef struct api_principal {
@@ -24,17 +23,6 @@ typedef struct api_principal {
 struct api_req;
 typedef enum MHD_Result (*api_handler)(struct api_req *r);
 
-typedef struct api_route {
-    const char *method;            /* GET, POST, DELETE */
-    const char *pattern;           /* "/api/v1/jobs/{id}/cancel" */
-    api_handler fn;
-    enum api_auth auth;
-    bool json_body;                /* needs an application/json body */
-} api_route;
-
-#define API_MAX_PARAMS 2
-#define API_PARAM_MAX 128
-
 /* One HTTP request; created by the URI-log callback, freed when done. */
 typedef struct api_req {
     api *api;
@@ -44,7 +32,7 @@ typedef struct api_req {
     char *path;                    /* decoded path (no query) */
     uint64_t t0;                   /* monotonic ns at start */
     bool started;
-    const api_route *route;
+    const api_route *route;        /* api_route.h: table entry, auth, body */
     char params[API_MAX_PARAMS][API_PARAM_MAX];
     api_principal who;
     char *body;                    /* request body, NUL-terminated */
@@ -80,17 +68,8 @@ enum MHD_Result api__reply_gpp(api_req *r, const gpp_error *e);
 
 /* A query parameter, or NULL. */
 const char *api__query(api_req *r, const char *name);
-/* An integer query parameter in [lo, hi] (def when absent). Returns 0, or
- * -1 after queueing a 400 naming the parameter (return *reply then). */
-int api__query_int(api_req *r, const char *name, int64_t lo, int64_t hi, int64_t def,
-                   int64_t *out, enum MHD_Result *reply);
 /* Cursor text: base64url of "KIND:VALUE". encode into out (>= 2*len+8). */
 void api__cursor_make(char kind, const char *value, char *out, size_t n);
-/* Decode a cursor of `kind` into value (size n). 0 or -1. */
-int api__cursor_parse(char kind, const char *cursor, char *value, size_t n);
-/* Parse the request body as a JSON object with at most `depth` nesting;
- * NULL after queueing a 400 (malformed / too deep / not an object). */
-cJSON *api__body_object(api_req *r, enum MHD_Result *reply);
 /* Format unix ms (0: null) as an RFC 3339 string item. */
 cJSON *api__time(int64_t ms);
 /* Is the caller allowed to see this job? (admin: all; user: own) */
