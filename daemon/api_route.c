@@ -132,29 +132,6 @@ int api_route_match(const char *pattern, const char *path, char (*params)[API_PA
     return *p == '\0' && *u == '\0' ? np : -1;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c == 0xE0) { n = 3; lo = 0xA0; }
-    else if (c == 0xED) { n = 3; hi = 0x9F; }
-    else if (c >= 0xE1 && c <= 0xEF) n = 3;
-    else if (c == 0xF0) { n = 4; lo = 0x90; }
-    else if (c == 0xF4) { n = 4; hi = 0x8F; }
-    else if (c >= 0xF1 && c <= 0xF3) n = 4;
-    else return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
 
 /* The path as it may appear in an error message (which becomes JSON text):
  * valid UTF-8 kept, any other byte '?', at most API_ROUTE_EXCERPT bytes
@@ -165,7 +142,7 @@ static void excerpt(const char *text, char out[API_ROUTE_EXCERPT + 4])
     const unsigned char *s = (const unsigned char *)text;
     size_t o = 0;
     while (*s) {
-        size_t n = utf8_len(s);
+        size_t n = gpp__utf8_len(s);
         if (o + (n ? n : 1) > API_ROUTE_EXCERPT) {
             memcpy(out + o, "...", 3);
             o += 3;

@@ -270,6 +270,30 @@ void gpp__buf_printf(gpp__buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* gpp__utf8_len: see util.h. */
+size_t gpp__utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) { n = 3; lo = 0xA0; }
+    else if (c == 0xED) { n = 3; hi = 0x9F; }
+    else if (c >= 0xE1 && c <= 0xEF) n = 3;
+    else if (c == 0xF0) { n = 4; lo = 0x90; }
+    else if (c == 0xF4) { n = 4; hi = 0x8F; }
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
 void gpp__buf_json_str(gpp__buf *b, const char *s)
 {
     if (!s) {
@@ -280,6 +304,18 @@ void gpp__buf_json_str(gpp__buf *b, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     const unsigned char *run = p;
     for (; *p; p++) {
+        if (*p >= 0x80) {
+            size_t n = gpp__utf8_len(p);
+            if (n > 0) {
+                p += n - 1;
+                continue;
+            }
+            /* not UTF-8 (a raw byte from a URL, say): U+FFFD keeps the JSON valid */
+            gpp__buf_add(b, run, (size_t)(p - run));
+            gpp__buf_puts(b, "\\ufffd");
+            run = p + 1;
+            continue;
+        }
         if (*p >= 0x20 && *p != '"' && *p != '\\')
             continue;
         gpp__buf_add(b, run, (size_t)(p - run));

@@ -64,7 +64,12 @@ void gpp__buf_add(gpp__buf *b, const void *p, size_t n);
 void gpp__buf_puts(gpp__buf *b, const char *s);
 /* Append printf-formatted text. */
 void gpp__buf_printf(gpp__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append s as a JSON string literal (quotes included, escapes as needed). */
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one
+ * (reads at most up to the first byte that breaks the sequence). */
+size_t gpp__utf8_len(const unsigned char *s);
+/* Append s as a JSON string literal (quotes included, escapes as needed;
+ * a byte that is not part of valid UTF-8 becomes U+FFFD, so the text is
+ * always valid JSON). */
 void gpp__buf_json_str(gpp__buf *b, const char *s);
 /* Append a double as JSON: shortest text that reads back exactly; NaN and
  * infinities as null. */

@@ -787,6 +787,20 @@ def test_hostile_requests(g):
         if out:
             status = int(out.split(b' ', 2)[1])
             assert 400 <= status < 500 or status == 505, (j[:60], out[:200])
+    # ids that are not UTF-8 in every resource: the error is still valid JSON
+    # (strict UTF-8), the bad bytes shown as U+FFFD
+    for path in ['/api/v1/jobs/%FF%FEx', '/api/v1/jobs/%C3%28/events',
+                 '/api/v1/workers/%E2%82/drain', '/api/v1/jobs/%80/metrics']:
+        method = 'POST' if path.endswith('drain') else 'GET'
+        out = g.raw(('%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                     'Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n'
+                     % (method, path, g.token())).encode(), timeout=5)
+        head, _, body = out.partition(b'\r\n\r\n')
+        status = int(head.split(b' ', 2)[1])
+        assert status == 404, (path, out[:300])
+        doc = json.loads(body.decode('utf-8', errors='strict'))
+        assert doc['error']['code'] == 'not_found', (path, doc)
+        assert '\ufffd' in doc['error']['message'], (path, doc)
     # a slow client that never finishes its headers does not block others
     s = socket.create_connection(('127.0.0.1', g.port))
     s.sendall(b'GET /api/v1/health HTTP/1.1\r\nHost: x\r\n')
