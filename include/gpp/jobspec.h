@@ -43,7 +43,16 @@
  *                 eta (0, 10] [0.1]; eta_step [0, 10] [0.1];
  *                 max_layer_fraction (0, 1] [0.5]; min_channels int 1..4096 [1];
  *                 max_accuracy_drop [0, 1] [0.01]; samples_per_class int 1..10000 [10];
- *                 finetune_epochs int 0..1000 [2]; reconstruct bool [true];
+ *                 finetune_epochs int 0..1000 [2];
+ *                 final_finetune_epochs int 0..1000 [6] (added to the fine-tune
+ *                 of the last iteration's prune: the final model's recovery at
+ *                 its final widths, one learning-rate cycle with the rest);
+ *                 distill [0, 100] [0] (weight of a distillation term in every
+ *                 training at pruned widths: the fine-tunes fit the softened
+ *                 outputs of the net before pruning, the stage's input; the
+ *                 baselines' of the unpruned baseline; 0 = off);
+ *                 distill_temperature (0, 100] [4];
+ *                 reconstruct bool [false];
  *                 reconstruct_samples int 16..65536 [512];
  *                 criterion "gpp" | "l1" | "random" ["gpp"];
  *                 lr null or (0, 10] [null: train.lr]
@@ -145,7 +154,10 @@ typedef struct gpp_jobspec_prune {
     double max_accuracy_drop; /* [0, 1] [0.01] */
     int samples_per_class;   /* 1..10000 [10] */
     int finetune_epochs;     /* 0..1000 [2] */
-    bool reconstruct;        /* [true] */
+    int final_finetune_epochs; /* 0..1000 [6]: added to the last iteration's fine-tune */
+    double distill;          /* [0, 100] [0]: distillation weight of the fine-tunes */
+    double distill_temperature; /* (0, 100] [4] */
+    bool reconstruct;        /* [false] */
     int reconstruct_samples; /* 16..65536 [512] */
     gpp_criterion criterion; /* [gpp] */
     double lr;               /* (0, 10], 0 = null [train.lr] */

@@ -138,7 +138,9 @@ typedef struct gpp_stage_req {
     gpp_stage_kind kind;
     int index;                   /* position in the job's chain: seeds, metrics */
     int iteration;               /* push/prune round 0, 1, ... (the eta schedule);
-                                    grow: the module's number (1, 2, ...) */
+                                    grow: the module's number (1, 2, ...);
+                                    l1 / random: the step of GPP's schedule they
+                                    follow (0: one-shot to the final widths) */
     const char *input;           /* input checkpoint; NULL for train */
     const char *output;          /* the checkpoint to write (atomically) */
     const char *reference;       /* l1 / random / scratch: the checkpoint whose

@@ -134,7 +134,7 @@ test('spec form fields read text into JSON and refuse what is not of their type'
   assert.throws(() => readField(f('train.lr'), 'fast'), (e) => e instanceof FieldError && e.field === 'train.lr');
   assert.deepEqual(readField(f('stop.target_params'), ''), { set: false, value: null });
   assert.deepEqual(readField(f('stop.target_params'), '20000'), { set: true, value: 20000 });
-  assert.deepEqual(readField(f('prune.reconstruct'), '', false), { set: true, value: false });
+  assert.deepEqual(readField(f('prune.reconstruct'), '', true), { set: true, value: true });
   assert.deepEqual(readField(f('device'), 'gpu'), { set: true, value: 'gpu' });
   assert.deepEqual(readField(f('labels'), 'gpu=a100, site = lab2'), { set: true, value: { gpu: 'a100', site: 'lab2' } });
   assert.throws(() => readField(f('labels'), 'gpu'), FieldError);

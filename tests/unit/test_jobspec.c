@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "gpp/jobspec.h"
+
 #include "gpp/netdesc.h"
 
 /* A spec with the two required fields and one more fragment. */
@@ -272,6 +273,14 @@ static const reject_row rejects[] = {
     {"prune_criterion_null", S("\"prune\":{\"criterion\":null}"), "prune.criterion", "got null"},
     {"prune_lr_low", S("\"prune\":{\"lr\":0}"), "prune.lr", "got 0"},
     {"prune_lr_high", S("\"prune\":{\"lr\":10.5}"), "prune.lr", "got 10.5"},
+    {"prune_final_finetune_epochs_low", S("\"prune\":{\"final_finetune_epochs\":-1}"), "prune.final_finetune_epochs", "0..1000, got -1"},
+    {"prune_final_finetune_epochs_high", S("\"prune\":{\"final_finetune_epochs\":1001}"), "prune.final_finetune_epochs", "got 1001"},
+    {"prune_final_finetune_epochs_frac", S("\"prune\":{\"final_finetune_epochs\":2.5}"), "prune.final_finetune_epochs", "got 2.5"},
+    {"prune_distill_low", S("\"prune\":{\"distill\":-0.5}"), "prune.distill", "[0, 100], got -0.5"},
+    {"prune_distill_high", S("\"prune\":{\"distill\":101}"), "prune.distill", "got 101"},
+    {"prune_distill_type", S("\"prune\":{\"distill\":true}"), "prune.distill", "must be a number"},
+    {"prune_distill_temperature_zero", S("\"prune\":{\"distill_temperature\":0}"), "prune.distill_temperature", "(0, 100], got 0"},
+    {"prune_distill_temperature_high", S("\"prune\":{\"distill_temperature\":100.5}"), "prune.distill_temperature", "got 100.5"},
     /* stop */
     {"stop_type", S("\"stop\":1"), "stop", "stop must be an object"},
     {"stop_unknown", S("\"stop\":{\"bar\":1}"), "stop.bar", "unknown field stop.bar"},
@@ -340,7 +349,11 @@ static const accept_row accepts[] = {
     {"prune_ratio_near_one", S("\"prune\":{\"ratio\":0.999}"), "\"ratio\":0.999,"},
     {"prune_threshold_eta", S("\"prune\":{\"threshold\":\"eta\"}"), "\"threshold\":\"eta\""},
     {"prune_criterion_l1", S("\"prune\":{\"criterion\":\"l1\"}"), "\"criterion\":\"l1\""},
-    {"prune_reconstruct_false", S("\"prune\":{\"reconstruct\":false}"), "\"reconstruct\":false"},
+    {"prune_reconstruct_true", S("\"prune\":{\"reconstruct\":true}"), "\"reconstruct\":true"},
+    {"prune_final_finetune_epochs_bounds", S("\"prune\":{\"final_finetune_epochs\":1000}"), "\"final_finetune_epochs\":1000,"},
+    {"prune_final_finetune_epochs_zero", S("\"prune\":{\"final_finetune_epochs\":0}"), "\"final_finetune_epochs\":0,"},
+    {"prune_distill_bounds", S("\"prune\":{\"distill\":100,\"distill_temperature\":100}"), "\"distill\":100,\"distill_temperature\":100,"},
+    {"prune_distill_off", S("\"prune\":{\"distill\":0,\"distill_temperature\":0.5}"), "\"distill\":0,\"distill_temperature\":0.5,"},
     {"stop_target_params_max", S("\"stop\":{\"target_params\":9007199254740992}"), "\"target_params\":9007199254740992}"},
     {"stop_target_params", S("\"stop\":{\"target_params\":25000}"), "\"target_params\":25000}"},
     {"data_limits", S("\"data\":{\"train_limit\":1,\"test_limit\":500}"), "\"train_limit\":1,\"test_limit\":500,"},
@@ -566,7 +579,10 @@ static void test_defaults_filled(void **state)
     assert_true(s->prune.max_accuracy_drop == 0.01);
     assert_int_equal(s->prune.samples_per_class, 10);
     assert_int_equal(s->prune.finetune_epochs, 2);
-    assert_true(s->prune.reconstruct);
+    assert_int_equal(s->prune.final_finetune_epochs, 6);
+    assert_true(s->prune.distill == 0.0);
+    assert_true(s->prune.distill_temperature == 4.0);
+    assert_false(s->prune.reconstruct);
     assert_int_equal(s->prune.reconstruct_samples, 512);
     assert_int_equal(s->prune.criterion, GPP_CRITERION_GPP);
     assert_true(s->prune.lr == 0.0);
@@ -597,7 +613,8 @@ static void test_defaults_serialised(void **state)
         "\"ramp_epochs\":1,\"ema\":0.9,\"eps\":1e-06,\"min_per_class\":2,\"lr\":null},"
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"
-        "\"samples_per_class\":10,\"finetune_epochs\":2,\"reconstruct\":true,"
+        "\"samples_per_class\":10,\"finetune_epochs\":2,\"final_finetune_epochs\":6,"
+        "\"distill\":0,\"distill_temperature\":4,\"reconstruct\":false,"
         "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"lr\":null},\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
@@ -883,7 +900,8 @@ static void test_round_trip_full(void **state)
         "\"min_per_class\":4,\"lr\":0.003},"
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.5,\"eta\":0.2,\"eta_step\":0.05,\"max_layer_fraction\":0.75,"
         "\"min_channels\":4,\"max_accuracy_drop\":0.02,\"samples_per_class\":20,\"finetune_epochs\":2,"
-        "\"reconstruct\":false,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"lr\":0.001},"
+        "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,"
+        "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"lr\":0.001},"
         "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000},"
         "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"augment\":\"crop-flip\",\"normalize\":false}}";
     char *out = round_trip(full);
@@ -894,6 +912,8 @@ static void test_round_trip_full(void **state)
         "\"schedule\":\"step\",\"step_epochs\":10,\"gamma\":0.5", "\"separation\":\"eigen\",\"eigen_k\":9",
         "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"lr\":0.001}", "\"iterations\":6",
         "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,",
+        "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,",
+        "\"reconstruct\":true,",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (!strstr(out, want[i])) print_error("missing %s in %s\n", want[i], out);

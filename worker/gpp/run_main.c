@@ -35,7 +35,7 @@ typedef struct runner {
     FILE *metrics;
     result res[MAX_STAGES];
     int n;
-    int baselines;          /* --baselines */
+    int baselines;          /* --baselines: 1; --schedule-baselines: 2 */
     /* progress line */
     const char *cur_kind;
     int cur_index;
@@ -273,6 +273,32 @@ static int count_kind(const runner *r, gpp_stage_kind k)
     return c;
 }
 
+/* The one-shot baselines have iteration 0; the steps of a same-schedule
+ * baseline chain (--schedule-baselines) have iteration j >= 1, the j-th
+ * GPP prune's widths. */
+static int find_baseline(const runner *r, gpp_stage_kind k, int iteration)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->res[i].kind == k && r->res[i].iteration == iteration) return i;
+    return -1;
+}
+
+static int is_baseline(gpp_stage_kind k)
+{
+    return k == GPP_STAGE_L1 || k == GPP_STAGE_RANDOM || k == GPP_STAGE_SCRATCH;
+}
+
+/* The last step of a baseline kind's same-schedule chain, or -1. */
+static int schedule_last(const runner *r, gpp_stage_kind k)
+{
+    int best = -1;
+    for (int i = 0; i < r->n; i++)
+        if (r->res[i].kind == k && r->res[i].iteration > 0 &&
+            (best < 0 || r->res[i].iteration > r->res[best].iteration))
+            best = i;
+    return best;
+}
+
 /* The next stage, or 0 when the job is done. */
 static int plan(runner *r, next *nx)
 {
@@ -327,16 +353,55 @@ static int plan(runner *r, next *nx)
     if (!r->baselines || prunes == 0) return 0;
     int af, sf;
     pick_models(r, &af, &sf);
-    int epochs_after = pushes * sp->push.epochs + prunes * sp->prune.finetune_epochs;
+    /* the budget: every epoch GPP trained after the baseline (each prune
+     * records its fine-tune epochs: the last may hold the final recovery) */
+    int epochs_after = pushes * sp->push.epochs;
+    for (int i = 0; i < r->n; i++)
+        if (r->res[i].kind == GPP_STAGE_PRUNE)
+            epochs_after += (int)num(r->res[i].summary, "finetune_epochs",
+                                     sp->prune.finetune_epochs);
     int epochs_total = sp->train.epochs + grows * sp->grow.epochs + epochs_after;
     static const gpp_stage_kind order[3] = {GPP_STAGE_L1, GPP_STAGE_RANDOM, GPP_STAGE_SCRATCH};
     for (int k = 0; k < 3; k++) {
-        if (count_kind(r, order[k]) > 0) continue;
+        if (find_baseline(r, order[k], 0) >= 0) continue;
         nx->kind = order[k];
         nx->input = b;
         nx->reference = sf;
         nx->budget = order[k] == GPP_STAGE_SCRATCH ? epochs_total : epochs_after;
         return 1;
+    }
+    if (r->baselines < 2) return 0;
+    /* the same schedule with another criterion, each width trained exactly
+     * the epochs GPP trained at it: step 1 trains the baseline's widths for
+     * the first push's epochs (nothing to cut), step j+1 cuts the previous
+     * step to the j-th prune's widths and trains that prune's fine-tune plus
+     * the push GPP ran at those widths before its next prune */
+    for (int k = 0; k < 2; k++) {
+        int prev = b, step = 0;
+        for (int i = b; i <= sf; i++) {
+            int budget;
+            if (i == b) {
+                if (sp->push.epochs <= 0 || r->res[b + 1].kind != GPP_STAGE_PUSH) continue;
+                budget = sp->push.epochs;
+            } else if (r->res[i].kind == GPP_STAGE_PRUNE) {
+                budget = (int)num(r->res[i].summary, "finetune_epochs", sp->prune.finetune_epochs) +
+                         (i + 1 < sf && r->res[i + 1].kind == GPP_STAGE_PUSH ? sp->push.epochs : 0);
+            } else {
+                continue;
+            }
+            step++;
+            int got = find_baseline(r, order[k], step);
+            if (got >= 0) {
+                prev = got;
+                continue;
+            }
+            nx->kind = order[k];
+            nx->iteration = step;
+            nx->input = prev;
+            nx->reference = i;
+            nx->budget = budget;
+            return 1;
+        }
     }
     return 0;
 }
@@ -362,10 +427,15 @@ static int write_summary(runner *r, double elapsed)
     }
     for (int i = 0; i < r->n; i++) {
         const result *x = &r->res[i];
-        if (x->kind == GPP_STAGE_L1 || x->kind == GPP_STAGE_RANDOM || x->kind == GPP_STAGE_SCRATCH)
-            cJSON_AddItemToObject(bl, gpp_stage_kind_name(x->kind), cJSON_Duplicate(x->summary, 1));
-        else
+        if (!is_baseline(x->kind)) {
             cJSON_AddItemToArray(stages, cJSON_Duplicate(x->summary, 1));
+        } else if (x->iteration == 0) {
+            cJSON_AddItemToObject(bl, gpp_stage_kind_name(x->kind), cJSON_Duplicate(x->summary, 1));
+        } else if (schedule_last(r, x->kind) == i) {   /* the chain's last step */
+            char key[32];
+            snprintf(key, sizeof key, "%s_schedule", gpp_stage_kind_name(x->kind));
+            cJSON_AddItemToObject(bl, key, cJSON_Duplicate(x->summary, 1));
+        }
     }
     cJSON_AddItemToObject(o, "stages", stages);
     cJSON_AddItemToObject(o, "baselines", bl);
@@ -395,8 +465,8 @@ static void print_table(runner *r)
     int b = baseline_of(r), af, sf;
     if (b < 0) return;
     pick_models(r, &af, &sf);
-    const cJSON *cols[6];
-    const char *heads[6];
+    const cJSON *cols[8];
+    const char *heads[8];
     int nc = 0;
     cols[nc] = r->res[b].summary;
     heads[nc++] = "baseline";
@@ -404,12 +474,16 @@ static void print_table(runner *r)
     heads[nc++] = "accuracy-first";
     cols[nc] = r->res[sf].summary;
     heads[nc++] = "size-first";
-    for (int i = 0; i < r->n; i++) {
+    for (int i = 0; i < r->n && nc < 8; i++) {
         gpp_stage_kind k = r->res[i].kind;
-        if (k == GPP_STAGE_L1 || k == GPP_STAGE_RANDOM || k == GPP_STAGE_SCRATCH) {
+        if (!is_baseline(k)) continue;
+        if (r->res[i].iteration == 0) {
             cols[nc] = r->res[i].summary;
             heads[nc++] = k == GPP_STAGE_L1 ? "L1 (same widths)"
                           : k == GPP_STAGE_RANDOM ? "random (same)" : "scratch (same)";
+        } else if (schedule_last(r, k) == i) {
+            cols[nc] = r->res[i].summary;
+            heads[nc++] = k == GPP_STAGE_L1 ? "L1 (schedule)" : "random (schedule)";
         }
     }
     printf("\n%-16s", "");
@@ -493,6 +567,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: gpp-worker run JOB.json --out DIR [--resume] [--baselines]\n"
+            "                      [--schedule-baselines]\n"
             "                      [--threads N] [--datasets DIR]\n"
             "\n"
             "Run a whole Grow-Push-Prune job here, no daemon: train, grow while it pays,\n"
@@ -500,7 +575,9 @@ static void usage(FILE *f)
             "DIR/metrics.jsonl, DIR/stage-NN-KIND.gppm after each stage and\n"
             "DIR/summary.json.  --resume carries on after the last completed stage;\n"
             "--baselines adds L1-norm and random pruning to the size-first model's\n"
-            "widths and that architecture trained from scratch (same epoch budget).\n");
+            "widths and that architecture trained from scratch (same epoch budget);\n"
+            "--schedule-baselines also L1 and random pruning on GPP's schedule: the\n"
+            "same widths after every iteration, each trained GPP's epochs at it.\n");
 }
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -533,7 +610,8 @@ int gpp_run_main(int argc, char **argv)
             }
             threads = (int)v;
         } else if (strcmp(a, "--resume") == 0) resume = 1;
-        else if (strcmp(a, "--baselines") == 0) baselines = 1;
+        else if (strcmp(a, "--baselines") == 0) baselines = baselines > 1 ? baselines : 1;
+        else if (strcmp(a, "--schedule-baselines") == 0) baselines = 2;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;

@@ -218,6 +218,33 @@ done:
 
 /* ---- the training loop ---------------------------------------------------------- */
 
+/* gpp__distill_grad: see stages_internal.h. */
+double gpp__distill_grad(const float *Zs, const float *Zt, int m, int K, double w, double T,
+                         float *dZ)
+{
+    double loss = 0.0;
+    for (int n = 0; n < m; n++) {
+        const float *zs = Zs + (size_t)n * K, *zt = Zt + (size_t)n * K;
+        double ms = zs[0], mt = zt[0], ss = 0.0, st = 0.0;
+        for (int k = 1; k < K; k++) {
+            ms = zs[k] > ms ? zs[k] : ms;
+            mt = zt[k] > mt ? zt[k] : mt;
+        }
+        for (int k = 0; k < K; k++) {
+            ss += exp((zs[k] - ms) / T);
+            st += exp((zt[k] - mt) / T);
+        }
+        double ls = log(ss), lt = log(st);
+        for (int k = 0; k < K; k++) {
+            double lps = (zs[k] - ms) / T - ls, lpt = (zt[k] - mt) / T - lt;
+            double pt = exp(lpt), ps = exp(lps);
+            loss += pt * (lpt - lps);
+            dZ[(size_t)n * K + k] = (float)(w * T * (ps - pt) / m);
+        }
+    }
+    return w * T * T * loss / m;
+}
+
 /* gpp__phase_run: see stage_ctx.h. */
 int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
 {
@@ -235,11 +262,32 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
                              .seed = s->seed ^ ph->salt};
     gpp_data_iter *it = NULL;
     gpp_push_ws *ws = NULL;
-    float *dH = NULL;
+    float *dH = NULL, *dZ = NULL;
     double *ema = NULL;
     uint8_t *top = NULL;
+    const double kd_w = ph->teacher && !push ? sp->prune.distill : 0.0;
+    const double kd_t = sp->prune.distill_temperature;
+    int Ls = -1, Lt = -1, K = 0;
     int rc = gpp_data_iter_new(&it, d->train, d->split->train, d->split->n_train, &io, s->err);
     if (rc != 0) return rc;
+    if (kd_w > 0) {
+        nn_node_info li, ti;
+        Ls = nn_net_logits(s->net);
+        Lt = nn_net_logits(ph->teacher);
+        if (Ls < 1 || Lt < 1 || nn_net_node(s->net, Ls, &li) != 0 ||
+            nn_net_node(ph->teacher, Lt, &ti) != 0 || li.C * li.H * li.W != ti.C * ti.H * ti.W) {
+            rc = gpp_error_set(s->err, GPP_EINVAL, "invalid_argument", "prune.distill",
+                               "distillation needs the teacher's logits to match the net's");
+            goto done;
+        }
+        K = li.C * li.H * li.W;
+        if (!(dZ = malloc(sizeof(float) * (size_t)Bi * K))) {
+            rc = oom(s->err);
+            goto done;
+        }
+        gpp__log(s, "%s: distilling from the unpruned net (weight %g, temperature %g)",
+                 ph->name, kd_w, kd_t);
+    }
     const long long nb = gpp_data_iter_batches(it), total = nb * ph->epochs;
     nn_lr_schedule sched = {.kind = sp->train.schedule == GPP_SCHEDULE_STEP     ? NN_LR_STEP
                                     : sp->train.schedule == GPP_SCHEDULE_COSINE ? NN_LR_COSINE
@@ -292,6 +340,8 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
     static const char *const tnames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
                                          "push", "sep", "cov", "align", "top_share",
                                          "alpha", "beta", "gamma"};
+    static const char *const knames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
+                                         "distill"};
     while (step < total) {
         if (gpp__cancelled(s)) {
             rc = GPP_EAGAIN;
@@ -313,7 +363,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
         if ((rc = nn_net_forward(s->net, s->x, s->y, (int)m, 1, &ce, s->err)) != 0) goto done;
         gpp_push_result pr;
         memset(&pr, 0, sizeof pr);
-        double a = 0, b = 0, g = 0;
+        double a = 0, b = 0, g = 0, kd = 0;
         if (push) {
             const float *H = nn_net_output(s->net, P);
             gpp_push_opts po;
@@ -342,6 +392,17 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
             nn_grad_inject inj = {.node = P, .grad = dH};
             if ((rc = nn_net_backward(s->net, &inj, 1, s->err)) != 0) goto done;
             gpp_push_ema_update(ema, gpp_push_ws_ratios(ws), M, sp->push.ema, 0);
+        } else if (kd_w > 0) {
+            if ((rc = nn_net_forward(ph->teacher, s->x, NULL, (int)m, 0, NULL, s->err)) != 0)
+                goto done;
+            const float *zs = nn_net_output(s->net, Ls), *zt = nn_net_output(ph->teacher, Lt);
+            if (!zs || !zt) {
+                rc = gpp_error_set(s->err, GPP_EINVAL, "internal", "", "no logits to distill");
+                goto done;
+            }
+            kd = gpp__distill_grad(zs, zt, (int)m, K, kd_w, kd_t, dZ);
+            nn_grad_inject inj = {.node = Ls, .grad = dZ};
+            if ((rc = nn_net_backward(s->net, &inj, 1, s->err)) != 0) goto done;
         } else if ((rc = nn_net_backward(s->net, NULL, 0, s->err)) != 0) {
             goto done;
         }
@@ -350,9 +411,12 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
         step++;
         s->iter++;
         double dt = now_s() - t0;
-        double vals[13] = {ce + pr.loss, ce, (double)correct / m, lr, dt > 0 ? m / dt : 0.0,
-                           pr.loss, pr.sep, pr.cov, pr.align, pr.top_share, a, b, g};
-        emit(s, ph->name, (double)step / (double)nb, 0, push ? 13 : 5, tnames, vals);
+        double vals[13] = {ce + pr.loss + kd, ce, (double)correct / m, lr,
+                           dt > 0 ? m / dt : 0.0, pr.loss, pr.sep, pr.cov, pr.align,
+                           pr.top_share, a, b, g};
+        if (kd_w > 0) vals[5] = kd;
+        emit(s, ph->name, (double)step / (double)nb, 0, push ? 13 : kd_w > 0 ? 6 : 5,
+             kd_w > 0 ? knames : tnames, vals);
         if (!isfinite(ce)) {
             rc = gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
                                "%s: the loss is %g at step %lld (learning rate %g too high?)",
@@ -372,6 +436,7 @@ done:
     gpp_data_iter_free(it);
     gpp_push_ws_free(ws);
     free(dH);
+    free(dZ);
     free(ema);
     free(top);
     return rc;
@@ -652,18 +717,41 @@ static int stage_grow(gpp__stage *s, cJSON **summary)
     return finish(s, after, -1, summary);
 }
 
+/* The distillation teacher (prune.distill > 0): the stage's input
+ * checkpoint, the net before pruning; NULL when distillation is off. */
+static int load_teacher(gpp__stage *s, nn_net **teacher)
+{
+    *teacher = NULL;
+    if (s->spec->prune.distill <= 0 || !s->req->input) return 0;
+    int rc = gpp_net_load(s->ctx, s->req->input, teacher, NULL, s->err);
+    if (rc == 0 && (rc = nn_net_reserve(*teacher, s->B, s->err)) != 0) {
+        nn_net_free(*teacher);
+        *teacher = NULL;
+    }
+    return rc;
+}
+
 static int stage_prune(gpp__stage *s, cJSON **summary)
 {
     const gpp_jobspec *sp = s->spec;
+    nn_net *teacher = NULL;
     int rc;
     s->prog0 = 0.0;   /* the analysis and surgery take the first 15 % */
     s->prog1 = 0.15;
     if (!s->resume && (rc = gpp__prune_apply(s)) != 0) return rc;
     s->prog0 = 0.15;
     s->prog1 = 0.97;
-    gpp__phase ph = {.name = "finetune", .epochs = sp->prune.finetune_epochs,
-                     .lr = phase_lr(sp->prune.lr, sp), .salt = SALT_TUNE};
-    if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
+    /* the last iteration's fine-tune is also the final model's recovery at
+     * its final widths: prune.final_finetune_epochs more, one lr cycle */
+    int epochs = sp->prune.finetune_epochs;
+    if (s->req->iteration == sp->iterations - 1) epochs += sp->prune.final_finetune_epochs;
+    if ((rc = extra_num(s, "finetune_epochs", epochs)) != 0) return rc;
+    if ((rc = load_teacher(s, &teacher)) != 0) return rc;
+    gpp__phase ph = {.name = "finetune", .epochs = epochs, .lr = phase_lr(sp->prune.lr, sp),
+                     .salt = SALT_TUNE, .teacher = teacher};
+    rc = gpp__phase_run(s, &ph);
+    nn_net_free(teacher);
+    if (rc != 0) return rc;
     return finish(s, -1, -1, summary);
 }
 
@@ -692,11 +780,19 @@ static int stage_baseline(gpp__stage *s, cJSON **summary)
             return rc;
         }
     }
+    /* distillation (when on) from the unpruned baseline, the input */
+    nn_net *teacher = NULL;
+    if ((rc = extra_num(s, "budget_epochs", r->budget_epochs)) != 0 ||
+        (rc = load_teacher(s, &teacher)) != 0)
+        return rc;
     gpp__phase ph = {.name = r->kind == GPP_STAGE_SCRATCH ? "train" : "finetune",
                      .epochs = r->budget_epochs,
                      .lr = r->kind == GPP_STAGE_SCRATCH ? sp->train.lr : phase_lr(sp->prune.lr, sp),
-                     .salt = r->kind == GPP_STAGE_SCRATCH ? SALT_TRAIN : SALT_TUNE};
-    if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
+                     .salt = r->kind == GPP_STAGE_SCRATCH ? SALT_TRAIN : SALT_TUNE,
+                     .teacher = teacher};
+    rc = gpp__phase_run(s, &ph);
+    nn_net_free(teacher);
+    if (rc != 0) return rc;
     return finish(s, -1, -1, summary);
 }
 

@@ -43,6 +43,9 @@ typedef struct gpp__phase {
     int push;                 /* add the push terms (push.* of the spec) */
     double keep_fraction;     /* push: M'/M of the top set */
     uint64_t salt;            /* seed stream of the phase's iterator */
+    nn_net *teacher;          /* distillation (prune.distill > 0): the unpruned
+                                 net whose softened outputs the net also fits,
+                                 reserved for the stage's batch; NULL: none */
 } gpp__phase;
 
 /* Log a formatted line through io->log. */

@@ -127,4 +127,12 @@ int gpp__recover(nn_net *orig, nn_net *pruned, const uint8_t *const *out_keep, i
                  int max_inputs, gpp__fill_fn fill, void *user, gpp__recover_report *rep,
                  gpp_error *err);
 
+/* ---- distillation (stage.c, prune.distill) ----------------------------------
+ * The term w*T^2*KL(softmax(Zt/T) || softmax(Zs/T)) averaged over the m
+ * samples (like the cross-entropy) for student logits Zs [m, K] and teacher
+ * logits Zt [m, K]: returns its value and writes its gradient with respect
+ * to Zs into dZ [m, K] (w*T*(softmax(Zs/T) - softmax(Zt/T))/m). */
+double gpp__distill_grad(const float *Zs, const float *Zt, int m, int K, double w, double T,
+                         float *dZ);
+
 #endif

@@ -1,10 +1,12 @@
 /* End to end (suite integration): `gpp-worker run` (gpp_run_main) on a small
  * Fashion-MNIST subset (2000 training / 1000 test images, 1 epoch, 2
- * iterations, --baselines) finishes, shrinks the network, and writes
+ * iterations, --schedule-baselines) finishes, shrinks the network, and writes
  * summary.json with the keys ARCHITECTURE.md names, metrics.jsonl with one
  * object per iteration and per evaluation, and a checkpoint per stage;
  * --resume after stage 2 gives the same checkpoints byte for byte; a
- * second run into a used folder without --resume is refused.
+ * second run into a used folder without --resume is refused; the last
+ * prune holds the final recovery and the baselines' budgets count it; the
+ * same-schedule L1 / random chains end at size-first's widths.
  * The data set comes from /usr/share/datasets/fashion-mnist (package
  * dataset-fashion-mnist) or $GPP_DATASETS_DIR. */
 #include <math.h>
@@ -24,7 +26,7 @@ static const char *const JOB =
 
 static int run(char *job, char *out, int resume)
 {
-    char *argv[8] = {"run", job, "--out", out, "--threads", "2", "--baselines", NULL};
+    char *argv[8] = {"run", job, "--out", out, "--threads", "2", "--schedule-baselines", NULL};
     int argc = 7;
     if (resume) argv[argc++] = "--resume";
     return gpp_run_main(argc, argv);
@@ -93,6 +95,14 @@ static const char *const FILES[8] = {
     "stage-04-prune.gppm", "stage-05-l1.gppm", "stage-06-random.gppm", "stage-07-scratch.gppm",
 };
 
+/* Stage k's checkpoint: FILES, then the schedule chains (`steps` L1
+ * steps, then `steps` random steps). */
+static void file_name(char *buf, size_t cap, int k, int steps)
+{
+    if (k < 8) snprintf(buf, cap, "%s", FILES[k]);
+    else snprintf(buf, cap, "stage-%02d-%s.gppm", k, k < 8 + steps ? "l1" : "random");
+}
+
 static void test_end_to_end(void **state)
 {
     (void)state;
@@ -146,6 +156,30 @@ static void test_end_to_end(void **state)
         same_widths(m, sf);   /* the baselines run at GPP's widths */
         assert_true(num(m, "params") == num(sf, "params"));
     }
+    /* the final recovery: the last prune fine-tunes finetune_epochs (2) +
+     * final_finetune_epochs (6), the first only 2; the one-shot baselines'
+     * budget is every epoch GPP trained after the baseline (push 1 + 1 and
+     * the fine-tunes), scratch's adds the baseline's training (1) */
+    const cJSON *p1 = cJSON_GetArrayItem(stages, 2), *p2 = cJSON_GetArrayItem(stages, 4);
+    assert_int_equal((int)num(p1, "finetune_epochs"), 2);
+    assert_int_equal((int)num(p2, "finetune_epochs"), 8);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "l1"), "budget_epochs"), 12);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "random"), "budget_epochs"), 12);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "scratch"), "budget_epochs"), 13);
+    /* --schedule-baselines: L1 and random on GPP's schedule end at
+     * size-first's widths after one step at the baseline's widths (the first
+     * push's epoch) and one per GPP prune up to size-first, the last step
+     * trained as long as GPP's last fine-tune */
+    int sf_iter = (int)num(sf, "iteration") + 2;
+    static const char *const sk[2] = {"l1_schedule", "random_schedule"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(bl, sk[k]);
+        check_model(m);
+        same_widths(m, sf);
+        assert_true(num(m, "params") == num(sf, "params"));
+        assert_int_equal((int)num(m, "iteration"), sf_iter);
+        assert_int_equal((int)num(m, "budget_epochs"), (int)num(sf, "finetune_epochs"));
+    }
 
     /* metrics.jsonl */
     snprintf(p, sizeof p, "%s/metrics.jsonl", a);
@@ -185,10 +219,12 @@ static void test_end_to_end(void **state)
         cJSON_Delete(j);
     }
     fclose(f);
-    assert_int_equal(evals, 8);
+    assert_int_equal(evals, 8 + 2 * sf_iter);
     assert_true(iters > 8 * 20 && push_iters > 0);
-    for (int k = 0; k < 8; k++) {
-        snprintf(p, sizeof p, "%s/%s", a, FILES[k]);
+    char name[64];
+    for (int k = 0; k < 8 + 2 * sf_iter; k++) {
+        file_name(name, sizeof name, k, sf_iter);
+        snprintf(p, sizeof p, "%s/%s", a, name);
         assert_int_equal(access(p, R_OK), 0);
     }
 
@@ -206,13 +242,14 @@ static void test_end_to_end(void **state)
         copy_file(p, q);
     }
     assert_int_equal(run(job, b, 1), 0);
-    for (int k = 3; k < 8; k++) {
+    for (int k = 3; k < 8 + 2 * sf_iter; k++) {
         size_t la, lb;
-        snprintf(p, sizeof p, "%s/%s", a, FILES[k]);
-        snprintf(q, sizeof q, "%s/%s", b, FILES[k]);
+        file_name(name, sizeof name, k, sf_iter);
+        snprintf(p, sizeof p, "%s/%s", a, name);
+        snprintf(q, sizeof q, "%s/%s", b, name);
         unsigned char *x = sf_read(p, &la), *y = sf_read(q, &lb);
         assert_non_null(y);
-        if (la != lb || memcmp(x, y, la) != 0) fail_msg("%s differs after --resume", FILES[k]);
+        if (la != lb || memcmp(x, y, la) != 0) fail_msg("%s differs after --resume", name);
         free(x);
         free(y);
     }

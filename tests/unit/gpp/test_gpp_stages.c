@@ -5,7 +5,9 @@
  * pre-decision layer by LDA instead; l1; random) and writes its widths
  * before and after; the eigen form of the push runs; the l1 / random /
  * scratch baselines land on the reference's widths; bad requests fail
- * cleanly. */
+ * cleanly; the distillation gradient matches finite differences;
+ * prune.final_finetune_epochs lengthens only the last iteration's
+ * fine-tune, and prune.distill reaches every fine-tune step. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 
 #include "gpp/ckpt.h"
 #include "stage_fixture.h"
+#include "stages_internal.h"
 
 /* a small conv net with batch norm and a global average pooling */
 static const char *const GAPNET =
@@ -224,6 +227,120 @@ static void test_baselines_to_reference(void **state)
     cJSON_Delete(ref);
 }
 
+/* The distillation term's gradient against central differences of its
+ * value; zero (value and gradient) when the student's logits are the
+ * teacher's shifted by a constant per sample. */
+static void test_distill_grad_fd(void **state)
+{
+    (void)state;
+    enum { M = 3, K = 5 };
+    float zs[M * K], zt[M * K], dz[M * K], dummy[M * K];
+    for (int i = 0; i < M * K; i++) {
+        zs[i] = (float)sin(1.3 * i + 0.2) * 2.0f;
+        zt[i] = (float)cos(0.7 * i - 0.4) * 3.0f;
+    }
+    const double w = 0.7, T = 2.5;
+    double v = gpp__distill_grad(zs, zt, M, K, w, T, dz);
+    assert_true(v > 0.0);
+    for (int i = 0; i < M * K; i++) {
+        const float h = 1.0f / 64.0f;   /* exact in float */
+        float keep = zs[i];
+        zs[i] = keep + h;
+        double up = gpp__distill_grad(zs, zt, M, K, w, T, dummy);
+        zs[i] = keep - h;
+        double dn = gpp__distill_grad(zs, zt, M, K, w, T, dummy);
+        zs[i] = keep;
+        double fd = (up - dn) / (2.0 * h);
+        if (fabs(fd - dz[i]) > 1e-4 + 1e-3 * fabs(fd))
+            fail_msg("dZ[%d] = %g, finite differences %g", i, dz[i], fd);
+    }
+    for (int n = 0; n < M; n++)
+        for (int k = 0; k < K; k++) zs[n * K + k] = zt[n * K + k] + (float)n;
+    v = gpp__distill_grad(zs, zt, M, K, w, T, dz);
+    assert_true(fabs(v) < 1e-6);
+    for (int i = 0; i < M * K; i++) assert_true(fabsf(dz[i]) < 1e-6f);
+}
+
+/* Counts the fine-tune steps and the distillation values a stage reports. */
+typedef struct tune_count {
+    long long steps, distill, bad;
+} tune_count;
+
+static void count_metric(void *user, const gpp_metric *m)
+{
+    tune_count *c = user;
+    if (m->evaluation || strcmp(m->phase, "finetune") != 0) return;
+    c->steps++;
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->names[i], "distill") == 0) {
+            c->distill++;
+            c->bad += !(isfinite(m->values[i]) && m->values[i] >= 0.0);
+        }
+}
+
+static int stage_io(env *e, const char *extra, gpp_stage_kind kind, int index, int iteration,
+                    const char *in, const char *out, const char *ref, int budget, cJSON **summary,
+                    tune_count *c, gpp_error *err)
+{
+    char text[4096];
+    snprintf(text, sizeof text, SPEC_FMT, GAPNET, extra);
+    gpp_jobspec *spec = sf_spec(text);
+    char ip[4200], op[4200], rp[4200];
+    snprintf(ip, sizeof ip, "%s/%s", e->dir, in);
+    snprintf(op, sizeof op, "%s/%s", e->dir, out);
+    snprintf(rp, sizeof rp, "%s/%s", e->dir, ref ? ref : "");
+    gpp_stage_req req = {.spec = spec, .kind = kind, .index = index, .iteration = iteration,
+                         .input = ip, .output = op, .reference = ref ? rp : NULL,
+                         .budget_epochs = budget, .data = e->d, .threads = 1};
+    gpp_stage_io io = {.user = c, .metric = count_metric};
+    memset(c, 0, sizeof *c);
+    int rc = gpp_stage_run(&req, &io, summary, err);
+    gpp_jobspec_free(spec);
+    return rc;
+}
+
+/* prune.final_finetune_epochs lengthens only the last iteration's
+ * fine-tune (and the summary says how long it was); prune.distill adds a
+ * finite, non-negative distillation term to every fine-tune step, the
+ * baselines' included, and none without it. */
+static void test_final_finetune_and_distill(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *s = NULL;
+    tune_count c;
+    const char *plain = ",\"iterations\":2,\"prune\":{\"ratio\":0.25,\"finetune_epochs\":1,"
+                        "\"final_finetune_epochs\":2,\"max_accuracy_drop\":0.05}";
+    const char *kd = ",\"iterations\":2,\"prune\":{\"ratio\":0.25,\"finetune_epochs\":1,"
+                     "\"final_finetune_epochs\":2,\"max_accuracy_drop\":0.05,\"distill\":1,"
+                     "\"distill_temperature\":3}";
+    assert_int_equal(stage(e, SPEC, plain, GPP_STAGE_TRAIN, 0, 0, NULL, "f0.gppm", NULL, 0, NULL, &err), 0);
+    /* iteration 0 of 2: finetune_epochs only */
+    assert_int_equal(stage_io(e, plain, GPP_STAGE_PRUNE, 1, 0, "f0.gppm", "f1.gppm", NULL, 0, &s, &c, &err), 0);
+    assert_int_equal((int)cJSON_GetObjectItem(s, "finetune_epochs")->valuedouble, 1);
+    long long one_epoch = c.steps;
+    assert_true(one_epoch > 0);
+    assert_int_equal(c.distill, 0);
+    cJSON_Delete(s);
+    /* the last iteration: 1 + 2 epochs, one learning-rate cycle */
+    assert_int_equal(stage_io(e, plain, GPP_STAGE_PRUNE, 2, 1, "f1.gppm", "f2.gppm", NULL, 0, &s, &c, &err), 0);
+    assert_int_equal((int)cJSON_GetObjectItem(s, "finetune_epochs")->valuedouble, 3);
+    assert_true(c.steps == 3 * one_epoch);
+    cJSON_Delete(s);
+    /* distillation from the unpruned input */
+    assert_int_equal(stage_io(e, kd, GPP_STAGE_PRUNE, 1, 0, "f0.gppm", "k1.gppm", NULL, 0, &s, &c, &err), 0);
+    assert_true(c.steps == one_epoch);
+    assert_true(c.distill == c.steps);
+    assert_int_equal(c.bad, 0);
+    double v = cJSON_GetObjectItem(s, "val_accuracy")->valuedouble;
+    assert_true(isfinite(v) && v > 0.25);
+    cJSON_Delete(s);
+    /* ... and for the l1 baseline, from the unpruned baseline */
+    assert_int_equal(stage_io(e, kd, GPP_STAGE_L1, 3, 0, "f0.gppm", "k2.gppm", "k1.gppm", 1, NULL, &c, &err), 0);
+    assert_true(c.steps == one_epoch && c.distill == c.steps);
+    assert_int_equal(c.bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +348,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_criteria_ratio, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_eigen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_baselines_to_reference, setup, teardown),
+        cmocka_unit_test(test_distill_grad_fd),
+        cmocka_unit_test_setup_teardown(test_final_finetune_and_distill, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
