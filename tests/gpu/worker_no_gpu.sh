@@ -1,6 +1,6 @@
 #!/bin/sh
 # gpp-worker asked for a GPU that does not work says so and exits non-zero:
-# `bench --device cuda:99` and the daemon mode `--connect ... --device
+# `bench --device cuda:99`, `run JOB --device cuda:99` and the daemon mode `--connect ... --device
 # cuda:99` (no machine has a 100th GPU; a machine without a GPU or driver,
 # or a cpu-only build, fails the same way).  The message names the reason:
 # "no CUDA device: ..." in a CUDA build, "not available in this build" in a
@@ -31,6 +31,10 @@ expect_fail() {   # what, then the command
 
 expect_fail "bench --device cuda:99" \
     "$worker" bench --model lenet5 --batch 4 --steps 1 --device cuda:99
+echo '{"dataset": "fashion-mnist", "model": "lenet5", "data": {"train_limit": 200, "test_limit": 100}}' \
+    > "$tmp/job.json"
+expect_fail "run --device cuda:99" \
+    "$worker" run "$tmp/job.json" --out "$tmp/run" --device cuda:99
 echo token > "$tmp/token"
 expect_fail "daemon --device cuda:99" \
     "$worker" --connect 127.0.0.1:9 --token-file "$tmp/token" --cache-dir "$tmp/cache" \

@@ -568,7 +568,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: gpp-worker run JOB.json --out DIR [--resume] [--baselines]\n"
             "                      [--schedule-baselines]\n"
-            "                      [--threads N] [--datasets DIR]\n"
+            "                      [--threads N] [--device cpu|cuda[:N]] [--datasets DIR]\n"
             "\n"
             "Run a whole Grow-Push-Prune job here, no daemon: train, grow while it pays,\n"
             "then iterations x (push, prune + fine-tune) with the stop rules.  Writes\n"
@@ -595,12 +595,13 @@ static int fail(const char *fmt, ...)
 /* gpp_run_main: see gpp/stages.h. */
 int gpp_run_main(int argc, char **argv)
 {
-    const char *job = NULL, *out = NULL, *datasets = NULL;
+    const char *job = NULL, *out = NULL, *datasets = NULL, *device = "cpu";
     int resume = 0, baselines = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--out") == 0 && i + 1 < argc) out = argv[++i];
         else if (strcmp(a, "--datasets") == 0 && i + 1 < argc) datasets = argv[++i];
+        else if (strcmp(a, "--device") == 0 && i + 1 < argc) device = argv[++i];
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -698,8 +699,8 @@ int gpp_run_main(int argc, char **argv)
         fail("%s", err.message);
         goto done;
     }
-    if (!(ctx = nn_ctx_new("cpu", threads, &err))) {
-        fail("%s", err.message);
+    if (!(ctx = nn_ctx_new(device, threads, &err))) {
+        fail("--device %s: %s", device, err.message);
         goto done;
     }
     /* metrics.jsonl: keep what the done stages (and a partial one) wrote */
