@@ -31,12 +31,6 @@ static bool stage_done(const store_stage *g)
     return strcmp(g->state, "succeeded") == 0 || strcmp(g->state, "skipped") == 0;
 }
 
-static cJSON *parse_or_null(const char *text)
-{
-    cJSON *v = text ? cJSON_Parse(text) : NULL;
-    return v ? v : cJSON_CreateNull();
-}
-
 /* The headline numbers of a stage summary (no per-layer list). */
 static cJSON *summary_numbers(const cJSON *sum)
 {
@@ -197,7 +191,10 @@ static cJSON *job_json(const store_job *j, const store_stage *st, size_t n, bool
     cJSON_AddItemToObject(o, "finished_at", api__time(j->finished_at));
     cJSON_AddItemToObject(o, "updated_at", api__time(j->updated_at));
     if (full) {
-        cJSON_AddItemToObject(o, "spec", parse_or_null(j->spec));
+        /* the stored spec is gppd's own canonical JSON (gpp_jobspec_to_json:
+         * the same bytes cJSON would print for it), so it goes out as is */
+        cJSON_AddItemToObject(o, "spec", j->spec && j->spec[0] ? cJSON_CreateRaw(j->spec)
+                                                               : cJSON_CreateNull());
         cJSON *arr = cJSON_AddArrayToObject(o, "stages");
         for (size_t i = 0; st && i < n; i++)
             cJSON_AddItemToArray(arr, stage_json(&st[i]));
@@ -449,6 +446,23 @@ enum MHD_Result api__job_retry(api_req *r)
 
 /* ---- GET /api/v1/jobs/{id}/metrics --------------------------------------------- */
 
+/* `sep` (may be 0: none) then v in decimal: the metric columns are long
+ * runs of integers, and printf was a large part of a reply's time. */
+static void put_int(gpp__buf *b, char sep, long long v)
+{
+    char tmp[24], *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    if (sep)
+        *--p = sep;
+    gpp__buf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 static void csv_num(gpp__buf *b, double v)
 {
     if (isnan(v))
@@ -480,7 +494,10 @@ enum MHD_Result api__job_metrics(api_req *r)
         .n_names = mq.n_names,
         .has_since = mq.has_since,
         .since = mq.since,
-        .limit = (size_t)mq.limit,
+        /* a downsampled series covers the whole series unless ?limit says
+         * otherwise (the store reads its rollups, not every point) */
+        .limit = mq.max_points > 0 && mq.every <= 1 && !query_get(r, "limit")
+                     ? SIZE_MAX : (size_t)mq.limit,
         .max_points = (size_t)mq.max_points,
         .every = (size_t)mq.every,
     };
@@ -495,11 +512,16 @@ enum MHD_Result api__job_metrics(api_req *r)
         gpp__buf_puts(&b, "name,stage,attempt,iteration,value,time\n");
         for (size_t s = 0; s < res.n_series; s++) {
             const store_series *sr = &res.series[s];
+            size_t name_len = strlen(sr->name);
             for (size_t i = 0; i < sr->n; i++) {
-                gpp__buf_printf(&b, "%s,%d,%d,%lld,", sr->name, sr->stage[i], sr->attempt[i],
-                                (long long)sr->iteration[i]);
+                gpp__buf_add(&b, sr->name, name_len);
+                put_int(&b, ',', sr->stage[i]);
+                put_int(&b, ',', sr->attempt[i]);
+                put_int(&b, ',', (long long)sr->iteration[i]);
+                gpp__buf_add(&b, ",", 1);
                 csv_num(&b, sr->value[i]);
-                gpp__buf_printf(&b, ",%lld\n", (long long)sr->time[i]);
+                put_int(&b, ',', (long long)sr->time[i]);
+                gpp__buf_add(&b, "\n", 1);
             }
         }
     } else {
@@ -519,13 +541,13 @@ enum MHD_Result api__job_metrics(api_req *r)
             gpp__buf_json_str(&b, sr->name);
             gpp__buf_puts(&b, ":{\"stage\":[");
             for (size_t i = 0; i < sr->n; i++)
-                gpp__buf_printf(&b, i ? ",%d" : "%d", sr->stage[i]);
+                put_int(&b, i ? ',' : 0, sr->stage[i]);
             gpp__buf_puts(&b, "],\"attempt\":[");
             for (size_t i = 0; i < sr->n; i++)
-                gpp__buf_printf(&b, i ? ",%d" : "%d", sr->attempt[i]);
+                put_int(&b, i ? ',' : 0, sr->attempt[i]);
             gpp__buf_puts(&b, "],\"iteration\":[");
             for (size_t i = 0; i < sr->n; i++)
-                gpp__buf_printf(&b, i ? ",%lld" : "%lld", (long long)sr->iteration[i]);
+                put_int(&b, i ? ',' : 0, (long long)sr->iteration[i]);
             gpp__buf_puts(&b, "],\"value\":[");
             for (size_t i = 0; i < sr->n; i++) {
                 if (i)
@@ -534,7 +556,7 @@ enum MHD_Result api__job_metrics(api_req *r)
             }
             gpp__buf_puts(&b, "],\"time\":[");
             for (size_t i = 0; i < sr->n; i++)
-                gpp__buf_printf(&b, i ? ",%lld" : "%lld", (long long)sr->time[i]);
+                put_int(&b, i ? ',' : 0, (long long)sr->time[i]);
             gpp__buf_printf(&b, "],\"points\":%zu,\"scanned\":%zu,\"truncated\":%s}", sr->n,
                             sr->scanned, sr->truncated ? "true" : "false");
         }

@@ -1013,7 +1013,6 @@ static int send_assign(void *user, sched_worker *sw, const sched_assignment *a)
     w->progress_written = 0;
     snprintf(w->stage_id, sizeof w->stage_id, "%s.%d", a->job_id, a->idx);
     w->last_seen = uv_now(&l->loop);   /* the lease starts with the assignment */
-    worker_db(l, w, worker_state(w));
     gpp_proto_stage_kind kind = GPP_PROTO_STAGE_TRAIN;
     static const char *const kinds[] = {"train", "grow", "push", "prune", "finetune", "baseline"};
     for (int i = 0; i < 6; i++)
@@ -1034,6 +1033,8 @@ static int send_assign(void *user, sched_worker *sw, const sched_assignment *a)
     for (size_t i = 0; i < a->n_files; i++)
         m.assign.files[i] = a->files[i];
     int rc = w->conn ? conn_send(w->conn, &m) : GPP_EIO;
+    /* bookkeeping (an fsync'ed commit) after the frame is on its way */
+    worker_db(l, w, worker_state(w));
     log_info("stage assigned", "worker=%s stage=%s kind=%s attempt=%d", w->id, w->stage_id,
              a->kind, a->attempt);
     return rc;

@@ -24,6 +24,9 @@ const char *const store_job_states[STORE_JOB_NSTATES] = {
     "output_sha256, summary, progress, not_before, created_at, started_at, finished_at, updated_at, " \
     "failures"
 #define TOKEN_COLS "id, public_id, name, role, prefix, created_at, revoked_at, hash"
+#define ROLLUP_COLS \
+    "n, first_iter, first_attempt, first_time, last_iter, min_iter, min_attempt, min_value, " \
+    "min_time, max_iter, max_attempt, max_value, max_time"
 #define STAGE_FINAL "('succeeded', 'failed', 'cancelled', 'skipped')"
 
 /* Every statement the store runs, prepared once on first use. */
@@ -48,6 +51,9 @@ enum stmt_id {
     S_WORKER_UPSERT, S_WORKER_SET, S_WORKER_SEEN, S_WORKER_GET, S_WORKERS_RESET,
     S_DSFILES_GET, S_DSFILES_DEL, S_DSFILE_INSERT, S_DATASET_SHA, S_DSFILE_BY_SHA,
     S_ARTIFACT_SIZE, S_EVENT_LAST_JOB,
+    /* 0003: metric rollups */
+    S_RAW_RANGE, S_OTHER_ATTEMPT, S_ROLLUP_GET, S_ROLLUP_RANGE, S_ROLLUP_PUT, S_ROLLUP_STATS,
+    S_SERIES_KEYS,
     S_COUNT
 };
 
@@ -226,6 +232,29 @@ static const char *const stmt_sql[S_COUNT] = {
         " WHERE f.sha256 = ?1 LIMIT 1",
     [S_ARTIFACT_SIZE] = "SELECT size FROM artifacts WHERE sha256 = ?1",
     [S_EVENT_LAST_JOB] = "SELECT max(id) FROM events WHERE job_seq = ?1",
+    [S_RAW_RANGE] =
+        "SELECT iteration, attempt, value, time FROM metrics"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND stage_idx = ?3 AND iteration BETWEEN ?4 AND ?5"
+        " ORDER BY iteration, attempt",
+    [S_OTHER_ATTEMPT] =
+        "SELECT max(attempt) FROM metrics WHERE job_seq = ?1 AND name_id = ?2 AND stage_idx = ?3"
+        " AND iteration = ?4 AND attempt <> ?5",
+    [S_ROLLUP_GET] =
+        "SELECT " ROLLUP_COLS " FROM metric_rollups"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND stage_idx = ?3 AND level = ?4 AND bucket = ?5",
+    [S_ROLLUP_RANGE] =
+        "SELECT " ROLLUP_COLS " FROM metric_rollups"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND stage_idx = ?3 AND level = ?4"
+        " AND bucket BETWEEN ?5 AND ?6 ORDER BY bucket",
+    [S_ROLLUP_PUT] =
+        "INSERT OR REPLACE INTO metric_rollups (job_seq, name_id, stage_idx, level, bucket, "
+        ROLLUP_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+        " ?15, ?16, ?17, ?18)",
+    [S_ROLLUP_STATS] =
+        "SELECT stage_idx, sum(n), min(first_iter), max(last_iter) FROM metric_rollups"
+        " WHERE job_seq = ?1 AND name_id = ?2 AND level = ?3 AND (?4 < 0 OR stage_idx = ?4)"
+        " GROUP BY stage_idx ORDER BY stage_idx",
+    [S_SERIES_KEYS] = "SELECT DISTINCT job_seq, name_id, stage_idx FROM metrics",
 };
 
 /* The job-list statements, one per combination of filters (bit 0 state,
@@ -241,6 +270,8 @@ struct store {
     int st_rc;                                 /* what the last failed prepare returned */
     int64_t busy_start;                        /* monotonic ms: this wait for a lock began */
     int64_t busy_until;                        /* monotonic ms: found locked until then */
+    struct racc *racc;                         /* rollup buckets of the ingest in progress */
+    size_t racc_used;
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -483,6 +514,8 @@ static int log_add(store *s, int64_t job_seq, int stage_idx, const char *level,
 
 /* ---- open / migrations ---------------------------------------------------- */
 
+static int rollups_backfill(store *s, gpp_error *err);
+
 static int apply_migrations(store *s, gpp_error *err)
 {
     int rc = tx_begin(s, err);
@@ -541,6 +574,8 @@ static int apply_migrations(store *s, gpp_error *err)
             sqlite3_free(emsg);
             goto fail;
         }
+        if (strcmp(m->name, "metric_rollups") == 0 && (rc = rollups_backfill(s, err)) != 0)
+            goto fail;
         sqlite3_stmt *ins = NULL;
         if (sqlite3_prepare_v2(s->db,
                                "INSERT INTO schema_migrations (version, name, applied_at)"
@@ -638,6 +673,7 @@ void store_close(store *s)
     if (s->db)
         sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
+    free(s->racc);
     free(s);
 }
 
@@ -1671,6 +1707,446 @@ out:
     return rc;
 }
 
+/* ---- metric rollups (migration 0003) ----------------------------------------- */
+
+/* A summary of consecutive points of a series (see 0003_metric_rollups.sql);
+ * the stage of each point it names is kept so units of several stages can
+ * be merged at query time. */
+typedef struct rsum {
+    int64_t n;
+    int first_stage, first_attempt;
+    int64_t first_iter, first_time, last_iter;
+    bool has_mm;
+    int min_stage, min_attempt, max_stage, max_attempt;
+    int64_t min_iter, min_time, max_iter, max_time;
+    double min_value, max_value;
+} rsum;
+
+/* One rollup bucket touched by the ingest in progress. */
+struct racc {
+    bool used, dirty;
+    int stage, level;
+    int64_t name_id, bucket;
+    rsum sum;
+};
+
+#define RACC_SLOTS 1024                /* open addressing; flushed at half full */
+#define ROLLUP_ITER_BOUND ((int64_t)1 << 60)
+
+static int64_t rollup_width(int level)
+{
+    int64_t w = STORE_ROLLUP_BASE;
+    for (int l = 0; l < level; l++)
+        w *= STORE_ROLLUP_FANOUT;
+    return w;
+}
+
+static int64_t floor_div(int64_t a, int64_t w)
+{
+    int64_t q = a / w;
+    return (a % w != 0 && a < 0) ? q - 1 : q;
+}
+
+static int64_t ceil_to(int64_t a, int64_t w)
+{
+    return -floor_div(-a, w) * w;
+}
+
+/* Add one shown point to *a (any order within one stage). */
+static void rsum_add(rsum *a, int stage, int64_t it, int attempt, double v, int64_t time)
+{
+    if (a->n == 0 || it < a->first_iter) {
+        a->first_stage = stage;
+        a->first_iter = it;
+        a->first_attempt = attempt;
+        a->first_time = time;
+    }
+    if (a->n == 0 || it > a->last_iter)
+        a->last_iter = it;
+    a->n++;
+    if (isnan(v))
+        return;
+    if (!a->has_mm || v < a->min_value || (v == a->min_value && it < a->min_iter)) {
+        a->min_stage = stage;
+        a->min_iter = it;
+        a->min_attempt = attempt;
+        a->min_value = v;
+        a->min_time = time;
+    }
+    if (!a->has_mm || v > a->max_value || (v == a->max_value && it < a->max_iter)) {
+        a->max_stage = stage;
+        a->max_iter = it;
+        a->max_attempt = attempt;
+        a->max_value = v;
+        a->max_time = time;
+    }
+    a->has_mm = true;
+}
+
+/* Append *b, whose points all come after those of *a, to *a. */
+static void rsum_merge(rsum *a, const rsum *b)
+{
+    if (b->n == 0)
+        return;
+    if (a->n == 0) {
+        *a = *b;
+        return;
+    }
+    a->n += b->n;
+    a->last_iter = b->last_iter;
+    if (!b->has_mm)
+        return;
+    if (!a->has_mm || b->min_value < a->min_value) {
+        a->min_stage = b->min_stage;
+        a->min_iter = b->min_iter;
+        a->min_attempt = b->min_attempt;
+        a->min_value = b->min_value;
+        a->min_time = b->min_time;
+    }
+    if (!a->has_mm || b->max_value > a->max_value) {
+        a->max_stage = b->max_stage;
+        a->max_iter = b->max_iter;
+        a->max_attempt = b->max_attempt;
+        a->max_value = b->max_value;
+        a->max_time = b->max_time;
+    }
+    a->has_mm = true;
+}
+
+/* A rollup row (ROLLUP_COLS from column `c`) of stage `stage`. */
+static void rsum_from_row(sqlite3_stmt *q, int c, int stage, rsum *a)
+{
+    memset(a, 0, sizeof *a);
+    a->n = sqlite3_column_int64(q, c);
+    a->first_stage = a->min_stage = a->max_stage = stage;
+    a->first_iter = sqlite3_column_int64(q, c + 1);
+    a->first_attempt = sqlite3_column_int(q, c + 2);
+    a->first_time = sqlite3_column_int64(q, c + 3);
+    a->last_iter = sqlite3_column_int64(q, c + 4);
+    a->has_mm = sqlite3_column_type(q, c + 5) != SQLITE_NULL;
+    if (!a->has_mm)
+        return;
+    a->min_iter = sqlite3_column_int64(q, c + 5);
+    a->min_attempt = sqlite3_column_int(q, c + 6);
+    a->min_value = sqlite3_column_double(q, c + 7);
+    a->min_time = sqlite3_column_int64(q, c + 8);
+    a->max_iter = sqlite3_column_int64(q, c + 9);
+    a->max_attempt = sqlite3_column_int(q, c + 10);
+    a->max_value = sqlite3_column_double(q, c + 11);
+    a->max_time = sqlite3_column_int64(q, c + 12);
+}
+
+/* Reads the shown points (newest attempt per iteration) of one stage of a
+ * series with iterations in [lo, hi], in order, calling fn for each. */
+typedef int (*raw_fn)(void *ctx, int64_t it, int attempt, double v, int64_t time);
+
+static int raw_range(store *s, int64_t job_seq, int64_t name_id, int stage, int64_t lo,
+                     int64_t hi, raw_fn fn, void *ctx, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_RAW_RANGE, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, stage);
+    sqlite3_bind_int64(q, 4, lo);
+    sqlite3_bind_int64(q, 5, hi);
+    bool have = false;
+    int64_t it = 0, time = 0;
+    int attempt = 0, src, rc = 0;
+    double v = 0;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t i2 = sqlite3_column_int64(q, 0);
+        if (have && i2 != it && (rc = fn(ctx, it, attempt, v, time)) != 0)
+            break;
+        have = true;
+        it = i2;                        /* a later attempt of `it` replaces the point */
+        attempt = sqlite3_column_int(q, 1);
+        v = sqlite3_column_type(q, 2) == SQLITE_NULL ? NAN : sqlite3_column_double(q, 2);
+        time = sqlite3_column_int64(q, 3);
+    }
+    done(q);
+    if (rc != 0)
+        return rc;
+    if (src != SQLITE_DONE)
+        return db_fail(s, src, "metric rollup", err);
+    return have ? fn(ctx, it, attempt, v, time) : 0;
+}
+
+struct add_ctx {
+    rsum *sum;
+    int stage;
+};
+
+static int add_point_cb(void *ctx, int64_t it, int attempt, double v, int64_t time)
+{
+    struct add_ctx *c = ctx;
+    rsum_add(c->sum, c->stage, it, attempt, v, time);
+    return 0;
+}
+
+static int rollup_put(store *s, int64_t job_seq, int64_t name_id, int stage, int level,
+                      int64_t bucket, const rsum *a, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_ROLLUP_PUT, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, stage);
+    sqlite3_bind_int(q, 4, level);
+    sqlite3_bind_int64(q, 5, bucket);
+    sqlite3_bind_int64(q, 6, a->n);
+    sqlite3_bind_int64(q, 7, a->first_iter);
+    sqlite3_bind_int(q, 8, a->first_attempt);
+    sqlite3_bind_int64(q, 9, a->first_time);
+    sqlite3_bind_int64(q, 10, a->last_iter);
+    if (a->has_mm) {
+        sqlite3_bind_int64(q, 11, a->min_iter);
+        sqlite3_bind_int(q, 12, a->min_attempt);
+        sqlite3_bind_double(q, 13, a->min_value);
+        sqlite3_bind_int64(q, 14, a->min_time);
+        sqlite3_bind_int64(q, 15, a->max_iter);
+        sqlite3_bind_int(q, 16, a->max_attempt);
+        sqlite3_bind_double(q, 17, a->max_value);
+        sqlite3_bind_int64(q, 18, a->max_time);
+    }
+    return exec_stmt(s, q, "metric rollup", err);
+}
+
+/* Bucket `bucket` of `level` computed again: level 0 from the points, a
+ * higher level from the buckets of the level below (already up to date). */
+static int rollup_recompute(store *s, int64_t job_seq, int64_t name_id, int stage, int level,
+                            int64_t bucket, rsum *out, gpp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (level == 0) {
+        int64_t w = rollup_width(0);
+        struct add_ctx c = {out, stage};
+        int64_t lo = bucket * w, hi = lo > INT64_MAX - (w - 1) ? INT64_MAX : lo + w - 1;
+        return raw_range(s, job_seq, name_id, stage, lo, hi, add_point_cb, &c, err);
+    }
+    sqlite3_stmt *q = st(s, S_ROLLUP_RANGE, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, stage);
+    sqlite3_bind_int(q, 4, level - 1);
+    sqlite3_bind_int64(q, 5, bucket * STORE_ROLLUP_FANOUT);
+    sqlite3_bind_int64(q, 6, bucket * STORE_ROLLUP_FANOUT + STORE_ROLLUP_FANOUT - 1);
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        rsum c;
+        rsum_from_row(q, 0, stage, &c);
+        rsum_merge(out, &c);
+    }
+    done(q);
+    return src == SQLITE_DONE ? 0 : db_fail(s, src, "metric rollup", err);
+}
+
+/* Write every touched bucket (level by level, so a recomputed bucket sees
+ * its children) and empty the table. */
+static int racc_flush(store *s, int64_t job_seq, gpp_error *err)
+{
+    int rc = 0;
+    for (int level = 0; level < STORE_ROLLUP_LEVELS && rc == 0 && s->racc_used; level++)
+        for (size_t i = 0; i < RACC_SLOTS && rc == 0; i++) {
+            struct racc *a = &s->racc[i];
+            if (!a->used || a->level != level)
+                continue;
+            if (a->dirty)
+                rc = rollup_recompute(s, job_seq, a->name_id, a->stage, level, a->bucket,
+                                      &a->sum, err);
+            if (rc == 0 && a->sum.n > 0)
+                rc = rollup_put(s, job_seq, a->name_id, a->stage, level, a->bucket, &a->sum,
+                                err);
+        }
+    if (s->racc)
+        memset(s->racc, 0, RACC_SLOTS * sizeof *s->racc);
+    s->racc_used = 0;
+    return rc;
+}
+
+/* The table entry of a bucket, loaded from the database on first use. */
+static int racc_get(store *s, int64_t job_seq, int64_t name_id, int stage, int level,
+                    int64_t bucket, struct racc **out, gpp_error *err)
+{
+    uint64_t h = (uint64_t)name_id * 0x9E3779B97F4A7C15u ^ (uint64_t)stage * 0xC2B2AE3D27D4EB4Fu ^
+                 (uint64_t)bucket * 0x165667B19E3779F9u ^ (uint64_t)level;
+    h ^= h >> 29;
+    size_t i = (size_t)(h % RACC_SLOTS);
+    for (;; i = (i + 1) % RACC_SLOTS) {
+        struct racc *a = &s->racc[i];
+        if (!a->used)
+            break;
+        if (a->name_id == name_id && a->stage == stage && a->level == level &&
+            a->bucket == bucket) {
+            *out = a;
+            return 0;
+        }
+    }
+    struct racc *a = &s->racc[i];
+    memset(a, 0, sizeof *a);
+    sqlite3_stmt *q = st(s, S_ROLLUP_GET, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, stage);
+    sqlite3_bind_int(q, 4, level);
+    sqlite3_bind_int64(q, 5, bucket);
+    int src = sqlite3_step(q);
+    if (src == SQLITE_ROW)
+        rsum_from_row(q, 0, stage, &a->sum);
+    done(q);
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        return db_fail(s, src, "metric rollup", err);
+    a->used = true;
+    a->name_id = name_id;
+    a->stage = stage;
+    a->level = level;
+    a->bucket = bucket;
+    s->racc_used++;
+    *out = a;
+    return 0;
+}
+
+/* Account a point that the ingest has just stored (a new row) in the
+ * rollups: a new shown point is added to its buckets; one that supersedes an
+ * older attempt's point marks its buckets for recomputation; one hidden by
+ * a newer attempt changes nothing. */
+static int rollup_note(store *s, int64_t job_seq, int64_t name_id, const store_metric_point *p,
+                       gpp_error *err)
+{
+    if (!s->racc) {
+        s->racc = calloc(RACC_SLOTS, sizeof *s->racc);
+        if (!s->racc)
+            return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    }
+    if (s->racc_used + STORE_ROLLUP_LEVELS > RACC_SLOTS / 2) {
+        int rc = racc_flush(s, job_seq, err);
+        if (rc != 0)
+            return rc;
+    }
+    int64_t it = p->iteration;
+    struct racc *acc[STORE_ROLLUP_LEVELS];
+    for (int l = 0; l < STORE_ROLLUP_LEVELS; l++) {
+        int rc = racc_get(s, job_seq, name_id, p->stage_idx, l, floor_div(it, rollup_width(l)),
+                          &acc[l], err);
+        if (rc != 0)
+            return rc;
+    }
+    if (acc[0]->dirty)
+        return 0;                    /* every level is recomputed at the flush */
+    bool fresh = acc[0]->sum.n == 0 || it > acc[0]->sum.last_iter;
+    if (!fresh) {
+        sqlite3_stmt *q = st(s, S_OTHER_ATTEMPT, err);
+        if (!q)
+            return s->st_rc;
+        sqlite3_bind_int64(q, 1, job_seq);
+        sqlite3_bind_int64(q, 2, name_id);
+        sqlite3_bind_int(q, 3, p->stage_idx);
+        sqlite3_bind_int64(q, 4, it);
+        sqlite3_bind_int(q, 5, p->attempt);
+        int src = sqlite3_step(q);
+        bool other = src == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL;
+        int other_attempt = other ? sqlite3_column_int(q, 0) : 0;
+        done(q);
+        if (src != SQLITE_ROW)
+            return db_fail(s, src, "metric rollup", err);
+        if (other && other_attempt > p->attempt)
+            return 0;                /* hidden by a newer attempt */
+        if (other) {                 /* supersedes an older attempt's point */
+            for (int l = 0; l < STORE_ROLLUP_LEVELS; l++)
+                acc[l]->dirty = true;
+            return 0;
+        }
+    }
+    double v = isfinite(p->value) ? p->value : NAN;
+    for (int l = 0; l < STORE_ROLLUP_LEVELS; l++)
+        if (!acc[l]->dirty)
+            rsum_add(&acc[l]->sum, p->stage_idx, it, p->attempt, v, p->time);
+    return 0;
+}
+
+/* Build the rollups of every series from its points (right after migration
+ * 0003, for points stored before it). */
+static int rollups_backfill(store *s, gpp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = 0, src = SQLITE_DONE;
+    if (sqlite3_prepare_v2(s->db, stmt_sql[S_SERIES_KEYS], -1, &q, NULL) != SQLITE_OK)
+        return db_fail(s, sqlite3_errcode(s->db), "metric rollup", err);
+    while (rc == 0 && (src = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t job_seq = sqlite3_column_int64(q, 0), name_id = sqlite3_column_int64(q, 1);
+        int stage = sqlite3_column_int(q, 2);
+        /* level 0 from the points, bucket by bucket */
+        sqlite3_stmt *r = NULL;
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT DISTINCT iteration FROM metrics WHERE job_seq = ?1"
+                               " AND name_id = ?2 AND stage_idx = ?3 ORDER BY iteration",
+                               -1, &r, NULL) != SQLITE_OK) {
+            rc = db_fail(s, sqlite3_errcode(s->db), "metric rollup", err);
+            break;
+        }
+        sqlite3_bind_int64(r, 1, job_seq);
+        sqlite3_bind_int64(r, 2, name_id);
+        sqlite3_bind_int(r, 3, stage);
+        int64_t prev = 0;
+        bool any = false;
+        while (rc == 0 && (src = sqlite3_step(r)) == SQLITE_ROW) {
+            int64_t b = floor_div(sqlite3_column_int64(r, 0), rollup_width(0));
+            if (any && b == prev)
+                continue;
+            any = true;
+            prev = b;
+            rsum a;
+            rc = rollup_recompute(s, job_seq, name_id, stage, 0, b, &a, err);
+            if (rc == 0)
+                rc = rollup_put(s, job_seq, name_id, stage, 0, b, &a, err);
+        }
+        sqlite3_finalize(r);
+        if (rc == 0 && src != SQLITE_DONE)
+            rc = db_fail(s, src, "metric rollup", err);
+        /* higher levels from the level below, parent by parent */
+        for (int l = 1; l < STORE_ROLLUP_LEVELS && rc == 0 && any; l++) {
+            if (sqlite3_prepare_v2(s->db,
+                                   "SELECT bucket FROM metric_rollups WHERE job_seq = ?1"
+                                   " AND name_id = ?2 AND stage_idx = ?3 AND level = ?4"
+                                   " ORDER BY bucket", -1, &r, NULL) != SQLITE_OK) {
+                rc = db_fail(s, sqlite3_errcode(s->db), "metric rollup", err);
+                break;
+            }
+            sqlite3_bind_int64(r, 1, job_seq);
+            sqlite3_bind_int64(r, 2, name_id);
+            sqlite3_bind_int(r, 3, stage);
+            sqlite3_bind_int(r, 4, l - 1);
+            bool have = false;
+            while (rc == 0 && (src = sqlite3_step(r)) == SQLITE_ROW) {
+                int64_t b = floor_div(sqlite3_column_int64(r, 0), STORE_ROLLUP_FANOUT);
+                if (have && b == prev)
+                    continue;
+                have = true;
+                prev = b;
+                rsum a;
+                rc = rollup_recompute(s, job_seq, name_id, stage, l, b, &a, err);
+                if (rc == 0 && a.n > 0)
+                    rc = rollup_put(s, job_seq, name_id, stage, l, b, &a, err);
+            }
+            sqlite3_finalize(r);
+            if (rc == 0 && src != SQLITE_DONE)
+                rc = db_fail(s, src, "metric rollup", err);
+        }
+        src = SQLITE_ROW;
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = db_fail(s, src, "metric rollup", err);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+
 /* ---- metrics ------------------------------------------------------------- */
 
 struct name_cache {
@@ -1774,8 +2250,16 @@ static int metrics_insert(store *s, int64_t job_seq, const store_metric_point *p
             rc = db_fail(s, src, "metric insert", err);
             goto out;
         }
-        added += (size_t)sqlite3_changes(s->db);
+        if (sqlite3_changes(s->db) > 0) {
+            added++;
+            rc = rollup_note(s, job_seq, name_id, &p[i], err);
+            if (rc != 0)
+                goto out;
+        }
     }
+    rc = racc_flush(s, job_seq, err);
+    if (rc != 0)
+        goto out;
     if (event_data) {
         rc = event_add(s, job_seq, "metrics", event_data, err);
         if (rc != 0)
@@ -1783,10 +2267,14 @@ static int metrics_insert(store *s, int64_t job_seq, const store_metric_point *p
     }
     rc = tx_commit(s, err);
 out:
-    if (rc != 0)
+    if (rc != 0) {
         tx_rollback(s);
-    else if (inserted)
+        if (s->racc)                    /* what the rolled-back ingest had summed */
+            memset(s->racc, 0, RACC_SLOTS * sizeof *s->racc);
+        s->racc_used = 0;
+    } else if (inserted) {
         *inserted = added;
+    }
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -1885,9 +2373,228 @@ size_t store_downsample_minmax(store_series *sr, size_t max_points)
     return o;
 }
 
+/* ---- the rollup query path ---- */
+
+struct units {
+    rsum *u;
+    size_t n, cap;
+};
+
+static int units_push(struct units *us, const rsum *a, gpp_error *err)
+{
+    if (us->n == us->cap) {
+        size_t nc = us->cap ? us->cap * 2 : 1024;
+        rsum *nu = realloc(us->u, nc * sizeof *nu);
+        if (!nu)
+            return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+        us->u = nu;
+        us->cap = nc;
+    }
+    us->u[us->n++] = *a;
+    return 0;
+}
+
+struct unit_ctx {
+    struct units *us;
+    int stage;
+    gpp_error *err;
+};
+
+static int unit_point_cb(void *ctx, int64_t it, int attempt, double v, int64_t time)
+{
+    struct unit_ctx *c = ctx;
+    rsum a = {0};
+    rsum_add(&a, c->stage, it, attempt, v, time);
+    return units_push(c->us, &a, c->err);
+}
+
+/* Append the rows of one level with buckets in [b0, b1] as units. */
+static int units_level(store *s, int64_t job_seq, int64_t name_id, int stage, int level,
+                       int64_t b0, int64_t b1, struct units *us, gpp_error *err)
+{
+    if (b0 > b1)
+        return 0;
+    sqlite3_stmt *q = st(s, S_ROLLUP_RANGE, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, stage);
+    sqlite3_bind_int(q, 4, level);
+    sqlite3_bind_int64(q, 5, b0);
+    sqlite3_bind_int64(q, 6, b1);
+    int src, rc = 0;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        rsum a;
+        rsum_from_row(q, 0, stage, &a);
+        if ((rc = units_push(us, &a, err)) != 0)
+            break;
+    }
+    done(q);
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = db_fail(s, src, "metric rollup", err);
+    return rc;
+}
+
+static void series_put(store_series *sr, size_t at, int stage, int64_t it, int attempt,
+                       double v, int64_t time)
+{
+    sr->stage[at] = stage;
+    sr->iteration[at] = it;
+    sr->attempt[at] = attempt;
+    sr->value[at] = v;
+    sr->time[at] = time;
+}
+
+#define STAGES_MAX_FAST 4096
+
+/* The downsampled series from the rollups (see store_metrics_query_run).
+ * 1: done; 0: the caller reads the points instead; or a negative code. */
+static int series_fast(store *s, const store_metrics_query *qr, int64_t name_id,
+                       store_series *sr, gpp_error *err)
+{
+    if (qr->max_points == 0 || qr->every > 1 || (qr->has_since && qr->since == INT64_MAX))
+        return 0;
+    struct stage_stat { int stage; int64_t n, first, last; } *ss = NULL;
+    size_t n_ss = 0, cap_ss = 0;
+    struct units us = {0};
+    int rc = 0, src;
+    sqlite3_stmt *q = st(s, S_ROLLUP_STATS, err);
+    if (!q)
+        return s->st_rc;
+    sqlite3_bind_int64(q, 1, qr->job_seq);
+    sqlite3_bind_int64(q, 2, name_id);
+    sqlite3_bind_int(q, 3, STORE_ROLLUP_LEVELS - 1);
+    sqlite3_bind_int(q, 4, qr->stage_idx);
+    int64_t total = 0;
+    bool wild = false;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n_ss == cap_ss) {
+            size_t nc = cap_ss ? cap_ss * 2 : 8;
+            void *nss = nc <= STAGES_MAX_FAST ? realloc(ss, nc * sizeof *ss) : NULL;
+            if (!nss) {
+                wild = true;                  /* out of memory or absurd: the points */
+                break;
+            }
+            ss = nss;
+            cap_ss = nc;
+        }
+        struct stage_stat *t = &ss[n_ss++];
+        t->stage = sqlite3_column_int(q, 0);
+        t->n = sqlite3_column_int64(q, 1);
+        t->first = sqlite3_column_int64(q, 2);
+        t->last = sqlite3_column_int64(q, 3);
+        total += t->n;
+        if (t->first < -ROLLUP_ITER_BOUND || t->last > ROLLUP_ITER_BOUND)
+            wild = true;
+    }
+    done(q);
+    if (!wild && src != SQLITE_DONE) {
+        rc = db_fail(s, src, "metric rollup", err);
+        goto out;
+    }
+    size_t raw_max = qr->max_points > STORE_ROLLUP_RAW_MAX ? qr->max_points
+                                                           : STORE_ROLLUP_RAW_MAX;
+    if (wild || total <= (int64_t)raw_max)
+        goto out;                             /* rc 0: read the points */
+    int64_t lo = qr->has_since ? qr->since + 1 : INT64_MIN;
+    size_t buckets = qr->max_points / 2 ? qr->max_points / 2 : 1;
+    int L = 0;
+    for (int l = STORE_ROLLUP_LEVELS - 1; l >= 0 && L == 0; l--) {
+        int64_t w = rollup_width(l), est = 0;
+        for (size_t k = 0; k < n_ss; k++) {
+            if (ss[k].last < lo)
+                continue;
+            int64_t from = ss[k].first > lo ? ss[k].first : lo;
+            est += floor_div(ss[k].last, w) - floor_div(from, w) + 1;
+        }
+        if (est >= (int64_t)buckets)
+            L = l;
+    }
+    for (;;) {                                /* L steps down while units are too few */
+        us.n = 0;
+        for (size_t k = 0; k < n_ss && rc == 0; k++) {
+            if (ss[k].last < lo)
+                continue;
+            int stage = ss[k].stage;
+            int64_t start_l = floor_div(ss[k].first, rollup_width(L)) * rollup_width(L);
+            int64_t lo_c = lo > start_l ? lo : start_l;
+            int64_t start[STORE_ROLLUP_LEVELS];
+            for (int l = 0; l <= L; l++)
+                start[l] = ceil_to(lo_c, rollup_width(l));
+            if (lo_c < start[0]) {                /* the points of a partial level-0 bucket */
+                struct unit_ctx c = {&us, stage, err};
+                rc = raw_range(s, qr->job_seq, name_id, stage, lo_c, start[0] - 1,
+                               unit_point_cb, &c, err);
+            }
+            for (int l = 0; l < L && rc == 0; l++)
+                rc = units_level(s, qr->job_seq, name_id, stage, l,
+                                 start[l] / rollup_width(l),
+                                 start[l + 1] / rollup_width(l) - 1, &us, err);
+            if (rc == 0)
+                rc = units_level(s, qr->job_seq, name_id, stage, L,
+                                 start[L] / rollup_width(L), INT64_MAX, &us, err);
+        }
+        if (rc != 0)
+            goto out;
+        if (us.n >= buckets || L == 0)
+            break;
+        L--;
+    }
+    int64_t covered = 0;
+    for (size_t i = 0; i < us.n; i++)
+        covered += us.u[i].n;
+    if (qr->limit != SIZE_MAX && covered > 0 && (uint64_t)covered > (uint64_t)qr->limit)
+        goto out;                             /* `limit` cuts it: read the points */
+    size_t m = us.n, groups = m < buckets ? m : buckets;
+    size_t cap = 0;
+    while (cap < 2 * groups)
+        if (!series_grow(sr, &cap)) {
+            rc = gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+            goto out;
+        }
+    size_t o = 0;
+    for (size_t k = 0; k < groups; k++) {
+        size_t a = (size_t)((unsigned long long)k * m / groups);
+        size_t b = (size_t)((unsigned long long)(k + 1) * m / groups);
+        rsum g = {0};
+        for (size_t i = a; i < b; i++)
+            rsum_merge(&g, &us.u[i]);
+        if (!g.has_mm) {
+            series_put(sr, o++, g.first_stage, g.first_iter, g.first_attempt, NAN,
+                       g.first_time);
+            continue;
+        }
+        bool min_first = g.min_stage < g.max_stage ||
+                         (g.min_stage == g.max_stage && g.min_iter <= g.max_iter);
+        bool same = g.min_stage == g.max_stage && g.min_iter == g.max_iter;
+        for (int pass = 0; pass < (same ? 1 : 2); pass++) {
+            if ((pass == 0) == min_first)
+                series_put(sr, o++, g.min_stage, g.min_iter, g.min_attempt, g.min_value,
+                           g.min_time);
+            else
+                series_put(sr, o++, g.max_stage, g.max_iter, g.max_attempt, g.max_value,
+                           g.max_time);
+        }
+    }
+    sr->n = o;
+    sr->scanned = (size_t)covered;
+    sr->truncated = false;
+    sr->level = L;
+    rc = 1;
+out:
+    free(ss);
+    free(us.u);
+    return rc;
+}
+
 static int series_read(store *s, const store_metrics_query *qr, int64_t name_id,
                        store_series *sr, gpp_error *err)
 {
+    sr->level = -1;
+    int fast = series_fast(s, qr, name_id, sr, err);
+    if (fast != 0)
+        return fast < 0 ? fast : 0;
     sqlite3_stmt *q = st(s, qr->stage_idx >= 0 ? S_SERIES_STAGE : S_SERIES_ALL, err);
     if (!q)
         return s->st_rc;

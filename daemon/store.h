@@ -247,6 +247,17 @@ typedef struct store_metric_point {
 int store_metrics_insert(store *s, int64_t job_seq, const store_metric_point *p, size_t n,
                          size_t *inserted, gpp_error *err);
 
+/* Rollups (migration 0003): per series (job, name, stage), summaries of the
+ * points whose iteration falls in a bucket of STORE_ROLLUP_BASE *
+ * STORE_ROLLUP_FANOUT^level iterations, levels 0..STORE_ROLLUP_LEVELS-1,
+ * kept exact at ingest (the newest attempt's point of each iteration
+ * counts).  A downsampled query of more than STORE_ROLLUP_RAW_MAX points
+ * reads them instead of the points. */
+#define STORE_ROLLUP_BASE 16
+#define STORE_ROLLUP_FANOUT 4
+#define STORE_ROLLUP_LEVELS 7
+#define STORE_ROLLUP_RAW_MAX 8192
+
 typedef struct store_metrics_query {
     int64_t job_seq;
     int stage_idx;             /* -1: every stage */
@@ -254,7 +265,8 @@ typedef struct store_metrics_query {
     size_t n_names;
     bool has_since;
     int64_t since;             /* only iterations > since */
-    size_t limit;              /* points read per series before downsampling (> 0) */
+    size_t limit;              /* points read per series before downsampling (> 0;
+                                  SIZE_MAX: every point) */
     size_t max_points;         /* 0: no downsampling; else at most this many per series */
     size_t every;              /* 0/1: all; k: every k-th point (before max_points) */
 } store_metrics_query;
@@ -264,6 +276,8 @@ typedef struct store_series {
     size_t n;                  /* points returned */
     size_t scanned;            /* points read (before downsampling) */
     bool truncated;            /* `limit` stopped the read */
+    int level;                 /* -1: downsampled from the points; else from the
+                                  rollups of this level (see store_metrics_query_run) */
     int *stage, *attempt;
     int64_t *iteration, *time;
     double *value;             /* NaN for null */
@@ -280,7 +294,25 @@ typedef struct store_metrics_result {
  * overlap on an iteration, the highest attempt's point wins.  With
  * max_points, each series is cut into max_points/2 buckets of consecutive
  * points and each bucket keeps its minimum and its maximum (in order), so
- * spikes survive downsampling. Free with store_metrics_result_clear. */
+ * spikes survive downsampling; a bucket with only null values keeps its
+ * first point.  Free with store_metrics_result_clear.
+ *
+ * Two ways, told apart by store_series.level:
+ * - level -1 (the points): the first `limit` points (after `since`), every
+ *   `every`-th, then store_downsample_minmax: buckets of ceil(n / B)
+ *   points, B = max_points/2.  Used without max_points (CSV: every point),
+ *   with every > 1, for series of at most max(max_points,
+ *   STORE_ROLLUP_RAW_MAX) points, and when `limit` would cut the series.
+ * - level L >= 0 (rollups; the whole series, `truncated` false, `scanned`
+ *   = the points covered): the points are grouped into units, each unit one
+ *   rollup bucket: a point's unit is its bucket at the largest level l <= L
+ *   whose bucket starts at an iteration > `since` (no such l: the point
+ *   alone).  L starts at the coarsest level whose series span at least B
+ *   of its buckets (counted from the first and last iteration of each stage
+ *   after `since`; else 0) and steps down while there are fewer than B
+ *   units.  The
+ *   m units, in order, form min(m, B) buckets: bucket k holds units
+ *   [floor(k*m/B), floor((k+1)*m/B)). */
 int store_metrics_query_run(store *s, const store_metrics_query *q, store_metrics_result *out,
                             gpp_error *err);
 
