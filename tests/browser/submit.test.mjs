@@ -26,7 +26,8 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     assert.equal(await val('train.lr'), '0.01');
     assert.equal(await val('prune.ratio'), '0.3');
     assert.equal(await val('iterations'), '4');
-    assert.equal(await page.locator('[name="prune.reconstruct"]').isChecked(), true);
+    assert.equal(await page.locator('[name="prune.reconstruct"]').isChecked(), false);
+    assert.equal(await val('prune.final_finetune_epochs'), '6');
     await shot(page, 'submit-form');
 
     await page.getByLabel('name', { exact: true }).fill('form-job');
