@@ -579,22 +579,20 @@ fail:
 
 /* ---- the text: limits before parsing -------------------------------------------- */
 
-/* Nesting depth (brackets outside strings) and NUL bytes / \u0000 escapes,
- * which cJSON would silently turn into a truncated C string. */
-static int scan_text(const char *t, size_t n, gpp_error *err)
+/* gpp_json_scan: see gpp/jobspec.h. */
+gpp_json_flaw gpp_json_scan(const char *t, size_t n, int max_depth, size_t *at)
 {
     int depth = 0;
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         char c = t[i];
+        *at = i;  /* where a flaw found at this byte is */
         if (c == '\0')
-            return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                 "malformed JSON: NUL byte at byte %zu", i);
+            return GPP_JSON_NUL;
         if (in_str) {
             if (c == '\\' && i + 1 < n) {
                 if (t[i + 1] == 'u' && i + 5 < n && memcmp(t + i + 2, "0000", 4) == 0)
-                    return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                         "malformed JSON: \\u0000 in a string at byte %zu", i);
+                    return GPP_JSON_NUL_ESCAPE;
                 i++;
             } else if (c == '"') {
                 in_str = false;
@@ -602,13 +600,32 @@ static int scan_text(const char *t, size_t n, gpp_error *err)
         } else if (c == '"') {
             in_str = true;
         } else if (c == '[' || c == '{') {
-            if (++depth > GPP_JOBSPEC_MAX_DEPTH)
-                return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                     "malformed JSON: nested deeper than %d at byte %zu",
-                                     GPP_JOBSPEC_MAX_DEPTH, i);
+            if (++depth > max_depth)
+                return GPP_JSON_TOO_DEEP;
         } else if ((c == ']' || c == '}') && depth > 0) {
             depth--;
         }
+    }
+    return GPP_JSON_OK;
+}
+
+/* The text's limits before parsing, as the job spec's errors. */
+static int scan_text(const char *t, size_t n, gpp_error *err)
+{
+    size_t i = 0;
+    switch (gpp_json_scan(t, n, GPP_JOBSPEC_MAX_DEPTH, &i)) {
+    case GPP_JSON_NUL:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "malformed JSON: NUL byte at byte %zu", i);
+    case GPP_JSON_NUL_ESCAPE:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "malformed JSON: \\u0000 in a string at byte %zu", i);
+    case GPP_JSON_TOO_DEEP:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "malformed JSON: nested deeper than %d at byte %zu",
+                             GPP_JOBSPEC_MAX_DEPTH, i);
+    case GPP_JSON_OK:
+        break;
     }
     return 0;
 }

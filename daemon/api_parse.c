@@ -100,36 +100,24 @@ static void excerpt(const char *s, size_t max, char *out, size_t n)
 
 /* ---- JSON bodies --------------------------------------------------------------------- */
 
-/* Nesting depth (brackets outside strings), NUL bytes and \u0000 escapes,
- * which cJSON would turn into a silently truncated C string. */
+/* NUL bytes, \u0000 escapes (cJSON would silently truncate the string) and
+ * the nesting depth, as the API's errors. */
 static int scan_body(const char *t, size_t n, gpp_error *err)
 {
-    int depth = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (c == '\0')
-            return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                 "the body is not valid JSON: a NUL byte at byte %zu", i);
-        if (in_str) {
-            if (c == '\\' && i + 1 < n) {
-                if (t[i + 1] == 'u' && i + 5 < n && memcmp(t + i + 2, "0000", 4) == 0)
-                    return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                         "the body holds \\u0000 in a string at byte %zu", i);
-                i++;
-            } else if (c == '"') {
-                in_str = false;
-            }
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > API_PARSE_JSON_DEPTH)
-                return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
-                                     "the JSON body is nested deeper than %d levels",
-                                     API_PARSE_JSON_DEPTH);
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
+    size_t i = 0;
+    switch (gpp_json_scan(t, n, API_PARSE_JSON_DEPTH, &i)) {
+    case GPP_JSON_NUL:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "the body is not valid JSON: a NUL byte at byte %zu", i);
+    case GPP_JSON_NUL_ESCAPE:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "the body holds \\u0000 in a string at byte %zu", i);
+    case GPP_JSON_TOO_DEEP:
+        return gpp_error_set(err, GPP_EFORMAT, "malformed", "",
+                             "the JSON body is nested deeper than %d levels",
+                             API_PARSE_JSON_DEPTH);
+    case GPP_JSON_OK:
+        break;
     }
     return 0;
 }

@@ -88,6 +88,19 @@
 
 #define GPP_JOBSPEC_MAX_BYTES (1024 * 1024)  /* the whole document */
 #define GPP_JOBSPEC_MAX_DEPTH 32             /* [ and { nesting */
+
+/* What gpp_json_scan found wrong with a JSON text before parsing. */
+typedef enum gpp_json_flaw {
+    GPP_JSON_OK = 0,
+    GPP_JSON_NUL,         /* a NUL byte */
+    GPP_JSON_NUL_ESCAPE,  /* \u0000 in a string (cJSON would cut the string there) */
+    GPP_JSON_TOO_DEEP,    /* [ and { nested deeper than max_depth */
+} gpp_json_flaw;
+
+/* Scan n bytes of JSON text for the flaws cJSON would not report (NUL bytes,
+ * \u0000 escapes) and for nesting deeper than max_depth (brackets outside
+ * strings), without parsing it.  On a flaw *at is the byte it was found at. */
+gpp_json_flaw gpp_json_scan(const char *t, size_t n, int max_depth, size_t *at);
 #define GPP_JOBSPEC_NAME_MAX 128
 #define GPP_JOBSPEC_DATASET_NAME_MAX 64
 #define GPP_JOBSPEC_PATH_MAX 4096
