@@ -171,6 +171,7 @@ static const field prune_fields[] = {
     BOOL("reconstruct", 0, prune.reconstruct),
     INT("reconstruct_samples", 16, 65536, 512, prune.reconstruct_samples),
     ENUM("criterion", criterion_names, GPP_CRITERION_GPP, prune.criterion),
+    BOOL("compare_cut", 1, prune.compare_cut),
     NUM("lr", LO_OPEN | NULLABLE, 0, 10, 0, prune.lr),
 };
 

@@ -144,7 +144,20 @@ static cJSON *stage_json(const store_stage *g)
     cJSON_AddItemToObject(o, "started_at", api__time(g->started_at));
     cJSON_AddItemToObject(o, "finished_at", api__time(g->finished_at));
     cJSON *sum = g->summary ? cJSON_Parse(g->summary) : NULL;
-    cJSON_AddItemToObject(o, "summary", sum ? summary_numbers(sum) : cJSON_CreateNull());
+    cJSON *nums = sum ? summary_numbers(sum) : cJSON_CreateNull();
+    /* a prune stage's cut_compare (prune.compare_cut): its six numbers */
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(sum, "cut_compare");
+    if (sum && cJSON_IsObject(cc)) {
+        static const char *const keys[] = {"gpp_val", "gpp_test", "l1_val", "l1_test",
+                                           "random_val", "random_test"};
+        cJSON *c = cJSON_AddObjectToObject(nums, "cut_compare");
+        for (size_t i = 0; c && i < sizeof keys / sizeof keys[0]; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(cc, keys[i]);
+            cJSON_AddItemToObject(c, keys[i], cJSON_IsNumber(v) ? cJSON_CreateNumber(v->valuedouble)
+                                                                : cJSON_CreateNull());
+        }
+    }
+    cJSON_AddItemToObject(o, "summary", nums);
     cJSON_Delete(sum);
     return o;
 }

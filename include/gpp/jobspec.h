@@ -55,6 +55,9 @@
  *                 reconstruct bool [false];
  *                 reconstruct_samples int 16..65536 [512];
  *                 criterion "gpp" | "l1" | "random" ["gpp"];
+ *                 compare_cut bool [true] (criterion gpp: also cut copies of the
+ *                 net to the same widths by L1 norm and at random and record
+ *                 all three accuracies before any fine-tune, "cut_compare");
  *                 lr null or (0, 10] [null: train.lr]
  *   iterations    integer 0..100 [4]
  *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
@@ -173,6 +176,7 @@ typedef struct gpp_jobspec_prune {
     bool reconstruct;        /* [false] */
     int reconstruct_samples; /* 16..65536 [512] */
     gpp_criterion criterion; /* [gpp] */
+    bool compare_cut;        /* [true]: record L1/random cuts to the same widths */
     double lr;               /* (0, 10], 0 = null [train.lr] */
 } gpp_jobspec_prune;
 

@@ -54,7 +54,7 @@ if [ "$RENDER_ONLY" = 1 ]; then
 elif [ -z "${RUNNER:-}" ]; then
     [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" "$ROOT" -Dcuda=disabled >&2
     if ninja -C "$BUILD" worker/gpp-worker >&2 &&
-        "$BUILD/worker/gpp-worker" 2>&1 | grep -q 'run JOB'; then
+        { "$BUILD/worker/gpp-worker" 2>&1 || true; } | grep -q 'run JOB'; then
         RUNNER="$BUILD/worker/gpp-worker run"
     else
         ninja -C "$BUILD" tests/unit/gpp/run_tool >&2
@@ -178,6 +178,22 @@ if n_test:
     print(f"\nTest-set noise: one accuracy near {100 * p:.0f} % on {n_test} images has a standard "
           f"error of {se:.2f} points (binomial); two rows closer than about {2 * se:.1f} points "
           f"are not told apart by this test set.")
+cuts = [s for s in g["stages"] if s["stage"] == "prune" and "cut_compare" in s]
+if cuts:
+    print("\nRight after each cut, before any fine-tune (prune.compare_cut): the same net cut to "
+          "the same widths by GPP's choice, by the L1 norm, and at random (mean of "
+          f"{len(cuts[0]['cut_compare']['random_test_draws'])} draws); val % / test %. "
+          "GPP's M' is chosen on the validation set, so its val column is optimistic; "
+          "the test column is not.\n")
+    print("| prune | params after | GPP | L1 | random | GPP − L1 (test) | GPP − random (test) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for s in cuts:
+        c = s["cut_compare"]
+        print(f"| {s['iteration'] + 1} | {s['params']:,} | {100 * c['gpp_val']:.2f} / "
+              f"{100 * c['gpp_test']:.2f} | {100 * c['l1_val']:.2f} / {100 * c['l1_test']:.2f} | "
+              f"{100 * c['random_val']:.2f} / {100 * c['random_test']:.2f} | "
+              f"{100 * (c['gpp_test'] - c['l1_test']):+.2f} | "
+              f"{100 * (c['gpp_test'] - c['random_test']):+.2f} |")
 print(f"\nGPP job without baselines (train + push/prune stages): {through(gt, last_g):.1f} s; "
       f"with baselines: {g.get('elapsed_s', 0):.1f} s. Stopped: {g.get('stopped', '-')}. "
       f"Prune alone stopped: {a.get('stopped', '-')}.")

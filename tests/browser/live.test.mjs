@@ -126,6 +126,18 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     const rows = await avs.locator('.avs-table tbody th').allTextContents();
     assert.ok(rows.includes('prune 1'), `points: ${rows.join(', ')}`);
 
+    // What the channel choice is worth: the prune stage's cut_compare record
+    // (GPP, L1 norm, random right after the cut) as a table.
+    const pruneStage = (await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}`)).json.stages
+      .find((s) => s.kind === 'prune');
+    const cc = pruneStage.summary.cut_compare;
+    assert.ok(cc && Number.isFinite(cc.gpp_test) && Number.isFinite(cc.l1_test), JSON.stringify(pruneStage.summary));
+    const cutCells = await page.locator('.cuts table.cut-table tbody tr').first().locator('td').allTextContents();
+    assert.equal(cutCells.length, 4);
+    assert.equal(cutCells[1], `${(cc.gpp_test * 100).toFixed(2)} %`);
+    assert.ok(cutCells[2].startsWith(`${(cc.l1_test * 100).toFixed(2)} %`), cutCells[2]);
+    assert.ok(cutCells[3].startsWith(`${(cc.random_test * 100).toFixed(2)} %`), cutCells[3]);
+
     // Per-layer widths: before and after bars for every layer, and the
     // pruned layers narrower after.
     // (The architecture is fetched again a moment after each stage ends.)

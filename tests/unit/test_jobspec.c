@@ -267,6 +267,7 @@ static const reject_row rejects[] = {
     {"prune_finetune_epochs_low", S("\"prune\":{\"finetune_epochs\":-1}"), "prune.finetune_epochs", "got -1"},
     {"prune_finetune_epochs_high", S("\"prune\":{\"finetune_epochs\":1001}"), "prune.finetune_epochs", "got 1001"},
     {"prune_reconstruct_type", S("\"prune\":{\"reconstruct\":\"true\"}"), "prune.reconstruct", "must be a boolean, got \"true\""},
+    {"prune_compare_cut_type", S("\"prune\":{\"compare_cut\":1}"), "prune.compare_cut", "must be a boolean, got 1"},
     {"prune_reconstruct_samples_low", S("\"prune\":{\"reconstruct_samples\":15}"), "prune.reconstruct_samples", "16..65536, got 15"},
     {"prune_reconstruct_samples_high", S("\"prune\":{\"reconstruct_samples\":65537}"), "prune.reconstruct_samples", "got 65537"},
     {"prune_criterion_enum", S("\"prune\":{\"criterion\":\"l2\"}"), "prune.criterion", "one of \"gpp\", \"l1\", \"random\", got \"l2\""},
@@ -584,6 +585,7 @@ static void test_defaults_filled(void **state)
     assert_true(s->prune.distill_temperature == 4.0);
     assert_false(s->prune.reconstruct);
     assert_int_equal(s->prune.reconstruct_samples, 512);
+    assert_true(s->prune.compare_cut);
     assert_int_equal(s->prune.criterion, GPP_CRITERION_GPP);
     assert_true(s->prune.lr == 0.0);
     /* stop, data */
@@ -615,7 +617,7 @@ static void test_defaults_serialised(void **state)
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"
         "\"samples_per_class\":10,\"finetune_epochs\":2,\"final_finetune_epochs\":6,"
         "\"distill\":0,\"distill_temperature\":4,\"reconstruct\":false,"
-        "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"lr\":null},\"iterations\":4,"
+        "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null},\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
         "\"augment\":\"auto\",\"normalize\":true}}");
@@ -901,7 +903,7 @@ static void test_round_trip_full(void **state)
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.5,\"eta\":0.2,\"eta_step\":0.05,\"max_layer_fraction\":0.75,"
         "\"min_channels\":4,\"max_accuracy_drop\":0.02,\"samples_per_class\":20,\"finetune_epochs\":2,"
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,"
-        "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"lr\":0.001},"
+        "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001},"
         "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000},"
         "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"augment\":\"crop-flip\",\"normalize\":false}}";
     char *out = round_trip(full);
@@ -910,7 +912,7 @@ static void test_round_trip_full(void **state)
         "\"name\":\"full spec\"", "\"device\":\"gpu\"", "\"labels\":{\"gpu\":\"a100\",\"site\":\"lab 2\"}",
         "\"priority\":-5", "\"seed\":42", "\"max_restarts\":0", "\"weight_decay\":0.0001",
         "\"schedule\":\"step\",\"step_epochs\":10,\"gamma\":0.5", "\"separation\":\"eigen\",\"eigen_k\":9",
-        "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"lr\":0.001}", "\"iterations\":6",
+        "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001}", "\"iterations\":6",
         "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,",
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,",
         "\"reconstruct\":true,",

@@ -96,6 +96,7 @@ export const SECTIONS = [
       { path: 'prune.reconstruct', type: 'bool', def: false, rule: 'least-squares reconstruction after pruning' },
       { path: 'prune.reconstruct_samples', type: 'int', def: 512, rule: 'integer 16…65536' },
       { path: 'prune.criterion', type: 'enum', def: 'gpp', options: ['gpp', 'l1', 'random'], rule: 'channel ranking' },
+      { path: 'prune.compare_cut', type: 'bool', def: true, rule: 'also evaluate L1 and random cuts to the same widths (cut_compare)' },
       { path: 'prune.lr', type: 'num', nullable: true, def: null, placeholder: 'train.lr', rule: '(0, 10]' },
     ],
   },

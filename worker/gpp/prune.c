@@ -222,6 +222,116 @@ static int rule_cut(gpp__stage *s, int id, const double *u, int C, double eta, c
 }
 
 /* gpp__prune_apply: see stage_ctx.h. */
+/* The baselines' choice: for every layer with count[id] > 0, the count[id]
+ * filters of smallest L1 norm (l1) or count[id] drawn from rr, into c. */
+static int select_counts(nn_net *net, const int *count, int l1, gpp_rng *rr, cuts *c,
+                         gpp_error *err)
+{
+    for (int id = 1; id < c->n; id++) {
+        if (count[id] <= 0) continue;
+        nn_node_info in;
+        nn_net_node(net, id, &in);
+        uint8_t *rm = cut_of(c, net, id);
+        if (!rm) return oom(err);
+        int rc;
+        if (l1) {
+            nn_tensor wt;
+            char name[NN_TENSOR_NAME_MAX];
+            snprintf(name, sizeof name, "%s.weight", in.name);
+            if ((rc = nn_net_tensor_find(net, name, &wt)) != 0) return rc;
+            rc = gpp_prune_l1_select(wt.data, in.C, wt.len / (size_t)in.C, count[id], rm, err);
+        } else {
+            rc = gpp_prune_random_select(rr, in.C, count[id], rm, err);
+        }
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+#define CUT_RANDOM_DRAWS 3
+
+/* Validation and test accuracy of s->net cut by c, on a copy; s->net is
+ * left as it was. */
+static int accuracy_cut(gpp__stage *s, cuts *c, double *val, double *test)
+{
+    nn_net *orig = s->net;
+    nn_net *copy = gpp_net_clone(s->ctx, orig, s->err);
+    if (!copy) return GPP_ENOMEM;
+    s->net = copy;
+    int rc = apply_cuts(s, c);
+    if (rc == 0) rc = nn_net_reserve(copy, s->B, s->err);
+    if (rc == 0) rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, val);
+    if (rc == 0)
+        rc = gpp__evaluate(s, s->data->test, s->data->split->test, s->data->split->n_test, test);
+    s->net = orig;
+    nn_net_free(copy);
+    return rc;
+}
+
+/* What GPP's channel choice is worth before any training: the net cut by
+ * GPP's choice, and cut to the same widths by the L1 norm and at random
+ * (CUT_RANDOM_DRAWS draws, the first the random baseline's own), each
+ * evaluated as cut (no recovery, no fine-tune).  Recorded as the summary's
+ * "cut_compare". */
+static int compare_cuts(gpp__stage *s, cuts *gpp_cut)
+{
+    nn_net *net = s->net;
+    const int n = gpp_cut->n;
+    int *count = calloc((size_t)n, sizeof(int));
+    cuts c = {.n = n, .rm = NULL};
+    gpp_rng rr;
+    gpp_rng_seed(&rr, s->seed ^ RNG_STREAM_RANDOM);
+    double v[2 + CUT_RANDOM_DRAWS], t[2 + CUT_RANDOM_DRAWS];
+    int rc = 0;
+    if (!count) return oom(s->err);
+    for (int id = 1; id < n; id++) {
+        if (!gpp_cut->rm[id]) continue;
+        nn_node_info in;
+        nn_net_node(net, id, &in);
+        for (int j = 0; j < in.C; j++) count[id] += gpp_cut->rm[id][j] != 0;
+    }
+    if ((rc = accuracy_cut(s, gpp_cut, &v[0], &t[0])) != 0) goto done;
+    for (int k = 1; k < 2 + CUT_RANDOM_DRAWS; k++) {
+        c.rm = calloc((size_t)n, sizeof(uint8_t *));
+        if (!c.rm) {
+            rc = oom(s->err);
+            goto done;
+        }
+        if ((rc = select_counts(net, count, k == 1, &rr, &c, s->err)) != 0 ||
+            (rc = accuracy_cut(s, &c, &v[k], &t[k])) != 0)
+            goto done;
+        cuts_free(&c);
+    }
+    double rv = 0, rt = 0;
+    for (int k = 2; k < 2 + CUT_RANDOM_DRAWS; k++) {
+        rv += v[k] / CUT_RANDOM_DRAWS;
+        rt += t[k] / CUT_RANDOM_DRAWS;
+    }
+    cJSON *o = cJSON_CreateObject(), *rvs = cJSON_CreateDoubleArray(v + 2, CUT_RANDOM_DRAWS),
+          *rts = cJSON_CreateDoubleArray(t + 2, CUT_RANDOM_DRAWS);
+    if (!o || !rvs || !rts || !cJSON_AddNumberToObject(o, "gpp_val", v[0]) ||
+        !cJSON_AddNumberToObject(o, "gpp_test", t[0]) ||
+        !cJSON_AddNumberToObject(o, "l1_val", v[1]) ||
+        !cJSON_AddNumberToObject(o, "l1_test", t[1]) ||
+        !cJSON_AddNumberToObject(o, "random_val", rv) ||
+        !cJSON_AddNumberToObject(o, "random_test", rt) ||
+        !cJSON_AddItemToObject(o, "random_val_draws", rvs) ||
+        !cJSON_AddItemToObject(o, "random_test_draws", rts)) {
+        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "random_val_draws")) cJSON_Delete(rvs);
+        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "random_test_draws")) cJSON_Delete(rts);
+        cJSON_Delete(o);
+        rc = oom(s->err);
+        goto done;
+    }
+    if ((rc = add_extra(s, "cut_compare", o)) != 0) goto done;
+    gpp__log(s, "right after the cut, val/test: GPP %.4f/%.4f, L1 %.4f/%.4f, random "
+             "%.4f/%.4f (mean of %d draws)", v[0], t[0], v[1], t[1], rv, rt, CUT_RANDOM_DRAWS);
+done:
+    cuts_free(&c);
+    free(count);
+    return rc;
+}
+
 int gpp__prune_apply(gpp__stage *s)
 {
     const gpp_jobspec *sp = s->spec;
@@ -415,6 +525,9 @@ int gpp__prune_apply(gpp__stage *s)
                  umax, umean);
     }
     if ((rc = add_extra(s, "eta", cJSON_CreateNumber(eta))) != 0) goto done;
+    gpp__progress(s, 0.6);
+    if (pr->criterion == GPP_CRITERION_GPP && pr->compare_cut && (rc = compare_cuts(s, &c)) != 0)
+        goto done;
     /* 5. surgery and recovery */
     rc = cut_and_recover(s, &c, pr->reconstruct);
     if (rc == 0) gpp__progress(s, 1.0);
@@ -446,11 +559,12 @@ int gpp__baseline_cut(gpp__stage *s, int l1)
     if (rc != 0) return rc;
     const int n = nn_net_num_nodes(net);
     cuts c = {.n = n, .rm = calloc((size_t)n, sizeof(uint8_t *))};
+    int *count = calloc((size_t)n, sizeof(int));
     gpp_rng rr;
     gpp_rng_seed(&rr, s->seed ^ RNG_STREAM_RANDOM);
-    if (!c.rm) {
-        nn_net_free(ref);
-        return oom(s->err);
+    if (!c.rm || !count) {
+        rc = oom(s->err);
+        goto done;
     }
     if ((rc = add_extra(s, "layers_before", widths_json(net))) != 0) goto done;
     for (int id = 1; id < n; id++) {
@@ -463,27 +577,15 @@ int gpp__baseline_cut(gpp__stage *s, int l1)
                                "the reference has no layer \"%s\" like the baseline's", in.name);
             goto done;
         }
-        if (ri.C >= in.C) continue;
-        uint8_t *rm = cut_of(&c, net, id);
-        if (!rm) {
-            rc = oom(s->err);
-            goto done;
-        }
-        if (l1) {
-            nn_tensor wt;
-            char name[NN_TENSOR_NAME_MAX];
-            snprintf(name, sizeof name, "%s.weight", in.name);
-            if ((rc = nn_net_tensor_find(net, name, &wt)) != 0) goto done;
-            rc = gpp_prune_l1_select(wt.data, in.C, wt.len / (size_t)in.C, in.C - ri.C, rm, s->err);
-        } else {
-            rc = gpp_prune_random_select(&rr, in.C, in.C - ri.C, rm, s->err);
-        }
-        if (rc != 0) goto done;
+        count[id] = ri.C < in.C ? in.C - ri.C : 0;
     }
-    if ((rc = apply_cuts(s, &c)) != 0) goto done;
+    if ((rc = select_counts(net, count, l1, &rr, &c, s->err)) != 0 ||
+        (rc = apply_cuts(s, &c)) != 0)
+        goto done;
     gpp__log(s, "%s pruning to the reference's widths: %lld params (reference %lld)",
              l1 ? "L1-norm" : "random", nn_net_params(net), nn_net_params(ref));
 done:
+    free(count);
     cuts_free(&c);
     nn_net_free(ref);
     return rc;

@@ -36,6 +36,7 @@ typedef struct runner {
     result res[MAX_STAGES];
     int n;
     int baselines;          /* --baselines: 1; --schedule-baselines: 2 */
+    unsigned which;         /* one-shot baselines to run: bit k of order[] (--baselines=LIST) */
     /* progress line */
     const char *cur_kind;
     int cur_index;
@@ -363,7 +364,7 @@ static int plan(runner *r, next *nx)
     int epochs_total = sp->train.epochs + grows * sp->grow.epochs + epochs_after;
     static const gpp_stage_kind order[3] = {GPP_STAGE_L1, GPP_STAGE_RANDOM, GPP_STAGE_SCRATCH};
     for (int k = 0; k < 3; k++) {
-        if (find_baseline(r, order[k], 0) >= 0) continue;
+        if (!(r->which & (1u << k)) || find_baseline(r, order[k], 0) >= 0) continue;
         nx->kind = order[k];
         nx->input = b;
         nx->reference = sf;
@@ -566,7 +567,7 @@ static int trim_metrics(const char *path, int index, long long iter)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: gpp-worker run JOB.json --out DIR [--resume] [--baselines]\n"
+            "usage: gpp-worker run JOB.json --out DIR [--resume] [--baselines[=LIST]]\n"
             "                      [--schedule-baselines]\n"
             "                      [--threads N] [--device cpu|cuda[:N]] [--datasets DIR]\n"
             "\n"
@@ -576,6 +577,7 @@ static void usage(FILE *f)
             "DIR/summary.json.  --resume carries on after the last completed stage;\n"
             "--baselines adds L1-norm and random pruning to the size-first model's\n"
             "widths and that architecture trained from scratch (same epoch budget);\n"
+            "--baselines=LIST runs only those of l1,random,scratch (comma-separated);\n"
             "--schedule-baselines also L1 and random pruning on GPP's schedule: the\n"
             "same widths after every iteration, each trained GPP's epochs at it.\n");
 }
@@ -592,11 +594,33 @@ static int fail(const char *fmt, ...)
     return 1;
 }
 
+/* "l1,random,scratch" (any non-empty subset, no repeats) -> bits of the
+ * one-shot baselines' order. */
+static int parse_which(const char *list, unsigned *which)
+{
+    static const char *const names[3] = {"l1", "random", "scratch"};
+    unsigned w = 0;
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int k = 0;
+        while (k < 3 && !(strlen(names[k]) == n && strncmp(p, names[k], n) == 0)) k++;
+        if (k == 3 || (w & (1u << k))) return -1;
+        w |= 1u << k;
+        p += n;
+        if (*p == ',' && *++p == '\0') return -1;
+    }
+    if (!w) return -1;
+    *which = w;
+    return 0;
+}
+
 /* gpp_run_main: see gpp/stages.h. */
 int gpp_run_main(int argc, char **argv)
 {
     const char *job = NULL, *out = NULL, *datasets = NULL, *device = "cpu";
     int resume = 0, baselines = 0, threads = 0;
+    unsigned which = 7;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--out") == 0 && i + 1 < argc) out = argv[++i];
@@ -612,6 +636,14 @@ int gpp_run_main(int argc, char **argv)
             threads = (int)v;
         } else if (strcmp(a, "--resume") == 0) resume = 1;
         else if (strcmp(a, "--baselines") == 0) baselines = baselines > 1 ? baselines : 1;
+        else if (strncmp(a, "--baselines=", 12) == 0) {
+            if (parse_which(a + 12, &which) != 0) {
+                fprintf(stderr, "gpp-worker run: --baselines=LIST takes l1, random, scratch "
+                        "separated by commas, got \"%s\"\n", a + 12);
+                return 2;
+            }
+            baselines = baselines > 1 ? baselines : 1;
+        }
         else if (strcmp(a, "--schedule-baselines") == 0) baselines = 2;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
@@ -637,7 +669,7 @@ int gpp_run_main(int argc, char **argv)
     gpp_jobspec *spec = NULL;
     gpp_stage_data *data = NULL;
     nn_ctx *ctx = NULL;
-    runner r = {.out = out, .tty = isatty(STDOUT_FILENO), .baselines = baselines};
+    runner r = {.out = out, .tty = isatty(STDOUT_FILENO), .baselines = baselines, .which = which};
     int status = 1;
     char path[PATH_CAP];
     size_t len = 0;

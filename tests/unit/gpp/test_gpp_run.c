@@ -6,7 +6,8 @@
  * --resume after stage 2 gives the same checkpoints byte for byte; a
  * second run into a used folder without --resume is refused; the last
  * prune holds the final recovery and the baselines' budgets count it; the
- * same-schedule L1 / random chains end at size-first's widths.
+ * same-schedule L1 / random chains end at size-first's widths; each prune
+ * records cut_compare; --baselines=LIST runs only the baselines named.
  * The data set comes from /usr/share/datasets/fashion-mnist (package
  * dataset-fashion-mnist) or $GPP_DATASETS_DIR. */
 #include <math.h>
@@ -148,6 +149,15 @@ static void test_end_to_end(void **state)
     const cJSON *pr = cJSON_GetArrayItem(stages, 2);
     assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(pr, "layers_before")));
     assert_true(num(pr, "m_prime") >= 1 && num(pr, "m_prime") <= 500);
+    /* prune.compare_cut (on by default): each prune records the accuracy of
+     * its own cut and of L1 / random cuts to the same widths */
+    for (int k = 2; k <= 4; k += 2) {
+        const cJSON *cc = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(stages, k), "cut_compare");
+        static const char *const ck[6] = {"gpp_val", "gpp_test", "l1_val", "l1_test", "random_val",
+                                          "random_test"};
+        for (int j = 0; j < 6; j++) assert_true(num(cc, ck[j]) >= 0 && num(cc, ck[j]) <= 1);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(cc, "random_test_draws")), 3);
+    }
     const cJSON *bl = cJSON_GetObjectItemCaseSensitive(sum, "baselines");
     static const char *const bk[3] = {"l1", "random", "scratch"};
     for (int k = 0; k < 3; k++) {
@@ -265,10 +275,49 @@ static void test_end_to_end(void **state)
     free(dir);
 }
 
+/* --baselines=LIST: only the named one-shot baselines run; a bad list is
+ * a usage error (2) before anything runs. */
+static void test_baselines_list(void **state)
+{
+    (void)state;
+    char *dir = sf_tmpdir();
+    char job[4200], a[4200], p[4300];
+    snprintf(job, sizeof job, "%s/job.json", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    FILE *f = fopen(job, "w");
+    assert_non_null(f);
+    fputs("{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
+          "\"iterations\":1,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":0},"
+          "\"push\":{\"epochs\":0},\"data\":{\"train_limit\":600,\"test_limit\":200}}\n", f);
+    fclose(f);
+    static char bad[4][24] = {"--baselines=", "--baselines=l1,l1", "--baselines=scratch,",
+                              "--baselines=L1"};
+    for (int k = 0; k < 4; k++) {
+        char *argv[7] = {"run", job, "--out", a, "--threads", "1", bad[k]};
+        assert_int_equal(gpp_run_main(7, argv), 2);
+        assert_int_not_equal(access(a, F_OK), 0);   /* nothing written */
+    }
+    char *argv[7] = {"run", job, "--out", a, "--threads", "1", "--baselines=scratch,l1"};
+    assert_int_equal(gpp_run_main(7, argv), 0);
+    snprintf(p, sizeof p, "%s/summary.json", a);
+    cJSON *sum = read_json(p);
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(sum, "baselines");
+    assert_int_equal(cJSON_GetArraySize(bl), 2);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(bl, "l1"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(bl, "scratch"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(bl, "random"));
+    same_widths(cJSON_GetObjectItemCaseSensitive(bl, "scratch"),
+                cJSON_GetObjectItemCaseSensitive(sum, "size_first"));
+    cJSON_Delete(sum);
+    sf_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
+        cmocka_unit_test(test_baselines_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,8 @@
  * scratch baselines land on the reference's widths; bad requests fail
  * cleanly; the distillation gradient matches finite differences;
  * prune.final_finetune_epochs lengthens only the last iteration's
- * fine-tune, and prune.distill reaches every fine-tune step. */
+ * fine-tune, and prune.distill reaches every fine-tune step; the
+ * cut_compare record matches the baselines cut as their own stages. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -341,6 +342,60 @@ static void test_final_finetune_and_distill(void **state)
     assert_int_equal(c.bad, 0);
 }
 
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) fail_msg("no number %s", key);
+    return v->valuedouble;
+}
+
+/* prune.compare_cut: GPP's cut, as recorded, is the prune stage's net before
+ * any training (fine-tune 0: the stage's own val/test); the L1 entry is the
+ * L1 baseline cut to the prune's widths, and the first random draw the
+ * random baseline's, each run as its own stage with no training.  With
+ * compare_cut false nothing is recorded, and the result is the same net. */
+static void test_cut_compare(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *p = NULL, *b = NULL, *q = NULL;
+    const char *extra = ",\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.4,"
+                        "\"finetune_epochs\":0,\"final_finetune_epochs\":0,"
+                        "\"max_accuracy_drop\":0.05}";
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_TRAIN, 0, 0, NULL, "k0.gppm", NULL, 0, NULL, &err), 0);
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_PRUNE, 1, 0, "k0.gppm", "k1.gppm", NULL, 0, &p, &err), 0);
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(p, "cut_compare");
+    assert_non_null(cc);
+    assert_true(num(cc, "gpp_val") == num(p, "val_accuracy"));
+    assert_true(num(cc, "gpp_test") == num(p, "test_accuracy"));
+    /* the same stage index gives the baselines the prune's random stream */
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_L1, 1, 0, "k0.gppm", "k2.gppm", "k1.gppm", 0, &b, &err), 0);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(b, "layers"), cJSON_GetObjectItem(p, "layers"), 1));
+    assert_true(num(cc, "l1_val") == num(b, "val_accuracy"));
+    assert_true(num(cc, "l1_test") == num(b, "test_accuracy"));
+    cJSON_Delete(b);
+    assert_int_equal(stage(e, SPEC, extra, GPP_STAGE_RANDOM, 1, 0, "k0.gppm", "k2.gppm", "k1.gppm", 0, &b, &err), 0);
+    const cJSON *dv = cJSON_GetObjectItemCaseSensitive(cc, "random_val_draws");
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(cc, "random_test_draws");
+    assert_int_equal(cJSON_GetArraySize(dv), 3);
+    assert_int_equal(cJSON_GetArraySize(dt), 3);
+    assert_true(cJSON_GetArrayItem(dv, 0)->valuedouble == num(b, "val_accuracy"));
+    assert_true(cJSON_GetArrayItem(dt, 0)->valuedouble == num(b, "test_accuracy"));
+    double m = 0;
+    for (int k = 0; k < 3; k++) m += cJSON_GetArrayItem(dt, k)->valuedouble / 3;
+    assert_true(fabs(m - num(cc, "random_test")) < 1e-12);
+    cJSON_Delete(b);
+    /* off: not recorded, the same cut */
+    char off[512];
+    snprintf(off, sizeof off, "%.*s,\"compare_cut\":false}", (int)strlen(extra) - 1, extra);
+    assert_int_equal(stage(e, SPEC, off, GPP_STAGE_PRUNE, 1, 0, "k0.gppm", "k3.gppm", NULL, 0, &q, &err), 0);
+    assert_null(cJSON_GetObjectItemCaseSensitive(q, "cut_compare"));
+    assert_true(num(q, "val_accuracy") == num(p, "val_accuracy"));
+    same_tensors(e, "k1.gppm", "k3.gppm");
+    cJSON_Delete(q);
+    cJSON_Delete(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +405,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_baselines_to_reference, setup, teardown),
         cmocka_unit_test(test_distill_grad_fd),
         cmocka_unit_test_setup_teardown(test_final_finetune_and_distill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_compare, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

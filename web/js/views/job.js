@@ -51,6 +51,7 @@ export async function render(main, route, ctx) {
   const chartsNote = h('p.empty', 'No metric points yet: they appear while a stage runs.');
   const chartsError = h('p.notice.notice-error', { role: 'alert', hidden: true });
   const avsBox = h('div.avs');
+  const cutBox = h('div.cuts', { hidden: true });
   const widthsBox = h('div.widths');
   const widthsPick = h('select#widths-stage', { disabled: true });
   const logList = h('ol.log-lines');
@@ -72,7 +73,7 @@ export async function render(main, route, ctx) {
     cards,
     section('sec-stages', 'Stages', timelineStrip, timeline),
     section('sec-metrics', 'Metrics', chartsError, chartsNote, chartsBox),
-    section('sec-avs', 'Accuracy versus size', avsBox),
+    section('sec-avs', 'Accuracy versus size', avsBox, cutBox),
     section('sec-widths', 'Per-layer widths',
       h('div.field.field-inline', h('label', { for: 'widths-stage' }, 'Compare the baseline with'), widthsPick),
       widthsBox),
@@ -352,7 +353,40 @@ export async function render(main, route, ctx) {
     pts.computed = computed;
     return pts;
   }
+  /**
+   * What GPP's channel choice is worth (prune.compare_cut): each prune
+   * stage records the test accuracy of its own cut and of the same net cut
+   * to the same widths by filter L1 norm and at random, before any
+   * fine-tuning.
+   */
+  function drawCuts() {
+    const rows = [];
+    for (const s of job ? job.stages : []) {
+      const c = s.kind === 'prune' && s.summary && s.summary.cut_compare;
+      if (!c || !Number.isFinite(c.gpp_test)) continue;
+      const vs = (x) => {
+        const d = 100 * (c.gpp_test - x);
+        return `${fmtPct(x)} (GPP ${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)})`;
+      };
+      rows.push(h('tr',
+        h('th', { scope: 'row' }, `prune ${s.round || rows.length + 1}`),
+        h('td.num', fmtCount(s.summary.params)),
+        h('td.num', fmtPct(c.gpp_test)),
+        h('td.num', vs(c.l1_test)),
+        h('td.num', vs(c.random_test))));
+    }
+    cutBox.hidden = !rows.length;
+    if (!rows.length) return;
+    replace(cutBox,
+      h('h3', 'Right after each cut, before fine-tuning'),
+      h('p.sub', 'Test accuracy of the same net cut to the same widths by GPP\'s choice, by filter L1 norm and at random (mean of 3 draws). Fine-tuning then narrows the gap.'),
+      h('table.data.cut-table',
+        h('thead', h('tr', h('th', { scope: 'col' }, 'Step'), h('th.num', { scope: 'col' }, 'Params after'),
+          h('th.num', { scope: 'col' }, 'GPP'), h('th.num', { scope: 'col' }, 'L1 norm'), h('th.num', { scope: 'col' }, 'Random'))),
+        h('tbody', rows)));
+  }
   function drawAvs() {
+    drawCuts();
     const pts = avsPoints();
     const steps = pts.filter((p) => p.kind === 'prune');
     if (!steps.length) {
