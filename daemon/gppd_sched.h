@@ -59,9 +59,11 @@ typedef struct sched sched;
 #define SCHED_BACKOFF_MAX_MS 60000
 #define SCHED_PASS_LIMIT 64            /* runnable stages looked at per pass */
 
-/* An idle worker offered to a pass. */
+/* A connected worker (not draining) offered to a pass: idle ones can take
+ * a stage, busy ones only tell the waiting stages why they wait. */
 typedef struct sched_worker {
     const char *id;
+    bool busy;                         /* running a stage: offered for the reasons only */
     bool cpu, gpu;                     /* the devices it has */
     size_t n_labels;
     const char *const *label_keys;     /* n_labels each */
@@ -101,12 +103,20 @@ sched *sched_new(struct gppd *d, uv_loop_t *loop, void (*wake)(void *), void *wa
 /* Free (NULL is fine).  Call after the loop has finished its work. */
 void sched_free(sched *s);
 
-/* One pass over the runnable stages: assign what the idle workers (sorted
- * longest idle first) can take, update the reasons of the rest.  *connected_gpu
- * tells whether any connected worker has a GPU (for waiting_for_gpu).
+/* One pass over the runnable stages: assign what the idle workers among
+ * `workers` (idle ones sorted longest idle first) can take, and update the
+ * reasons of the rest from every connected worker:
+ *   waiting_for_gpu     device gpu and no GPU worker, or every GPU worker that
+ *                       matches is busy
+ *   worker_lost         its worker went silent (until it runs again)
+ *   waiting_for_worker  no worker connected, or every matching one is busy
+ *   waiting_for_cpu     device cpu and no connected worker has a CPU device
+ *   waiting_for_labels  workers with the device are connected, none has the
+ *                       job's labels
+ *   retry_backoff       a retry's back-off has not passed yet
  * Returns the number of assignments, or a negative GPP_E* code. */
-int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
-               sched_assign_fn fn, void *user);
+int sched_pass(sched *s, sched_worker *workers, size_t n_workers, sched_assign_fn fn,
+               void *user);
 
 /* The stage's worker sent its result (output uploaded and verified): the
  * stage succeeds, with skips per the job's rules (see above). */

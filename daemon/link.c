@@ -1051,30 +1051,31 @@ static void run_pass(link_server *l)
     if (l->stopping)
         return;
     size_t n = 0;
-    bool gpu = false;
-    for (lworker *w = l->workers; w; w = w->next) {
-        if (w->conn && w->conn->hello_done) {
-            gpu |= w->gpu;
-            if (!w->busy && !w->draining)
-                n++;
-        }
-    }
-    sched_worker *idle = calloc(n ? n : 1, sizeof *idle);
-    if (!idle)
+    for (lworker *w = l->workers; w; w = w->next)
+        n += w->conn && w->conn->hello_done && !w->draining;
+    sched_worker *ws = calloc(n ? n : 1, sizeof *ws);
+    if (!ws)
         return;
+    /* the idle workers first, longest idle first; then the busy ones, which
+     * only tell the waiting stages why they wait */
     size_t k = 0;
-    for (lworker *w = l->workers; w && k < n; w = w->next) {
-        if (!(w->conn && w->conn->hello_done && !w->busy && !w->draining))
-            continue;
-        idle[k++] = (sched_worker){.id = w->id, .cpu = w->cpu, .gpu = w->gpu,
-                                   .n_labels = w->n_labels, .label_keys = w->label_kp,
-                                   .label_values = w->label_vp, .user = w};
+    for (int busy = 0; busy < 2; busy++) {
+        size_t first = k;
+        for (lworker *w = l->workers; w && k < n; w = w->next) {
+            if (!(w->conn && w->conn->hello_done && !w->draining) || w->busy != (busy != 0))
+                continue;
+            ws[k++] = (sched_worker){.id = w->id, .busy = busy != 0, .cpu = w->cpu,
+                                     .gpu = w->gpu, .n_labels = w->n_labels,
+                                     .label_keys = w->label_kp, .label_values = w->label_vp,
+                                     .user = w};
+        }
+        if (!busy)
+            qsort(ws + first, k - first, sizeof *ws, idle_cmp);
     }
-    qsort(idle, k, sizeof *idle, idle_cmp);
-    int rc = sched_pass(l->sched, idle, k, gpu, send_assign, l);
+    int rc = sched_pass(l->sched, ws, k, send_assign, l);
     if (rc < 0)
         log_warn("scheduler pass failed", "rc=%d", rc);
-    free(idle);
+    free(ws);
 }
 
 static void on_soon(uv_timer_t *t)

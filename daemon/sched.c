@@ -395,8 +395,35 @@ static void fail_stage(sched *s, const store_runnable *r, const gpp_error *e)
     store_stage_update(s->d->store, r->job_seq, r->idx, &c, NULL, &e2);
 }
 
-int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
-               sched_assign_fn fn, void *user)
+static bool device_matches(const gpp_jobspec *spec, const sched_worker *w)
+{
+    return !(spec->device == GPP_DEVICE_CPU && !w->cpu) &&
+           !(spec->device == GPP_DEVICE_GPU && !w->gpu);
+}
+
+/* Why a stage nobody took waits (see gppd_sched.h). */
+static const char *wait_reason(const gpp_jobspec *spec, const store_runnable *r,
+                               const sched_worker *w, size_t n)
+{
+    bool gpu = false, device = false, match = false;
+    for (size_t k = 0; k < n; k++) {
+        gpu |= w[k].gpu;
+        device |= device_matches(spec, &w[k]);
+        match |= worker_matches(spec, &w[k]);
+    }
+    if (spec->device == GPP_DEVICE_GPU && !gpu)
+        return "waiting_for_gpu";
+    if (strcmp(r->reason, "worker_lost") == 0)
+        return "worker_lost";
+    if (match || n == 0)
+        return spec->device == GPP_DEVICE_GPU ? "waiting_for_gpu" : "waiting_for_worker";
+    if (!device)
+        return "waiting_for_cpu";
+    return "waiting_for_labels";
+}
+
+int sched_pass(sched *s, sched_worker *workers, size_t n_workers, sched_assign_fn fn,
+               void *user)
 {
     store_runnable *rs = NULL;
     size_t n = 0;
@@ -406,7 +433,9 @@ int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
         return rc;
     int64_t now = gpp__now_ms();
     int assigned = 0;
-    size_t free_workers = n_idle;
+    size_t free_workers = 0;
+    for (size_t k = 0; k < n_workers; k++)
+        free_workers += !workers[k].busy;
     sched_assignment *a = malloc(sizeof *a);
     if (!a) {
         free(rs);
@@ -423,9 +452,9 @@ int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
             want = "retry_backoff";
         } else {
             sched_worker *chosen = NULL;
-            for (size_t k = 0; free_workers > 0 && k < n_idle && !chosen; k++)
-                if (!idle[k].taken && worker_matches(spec, &idle[k]))
-                    chosen = &idle[k];
+            for (size_t k = 0; free_workers > 0 && k < n_workers && !chosen; k++)
+                if (!workers[k].busy && !workers[k].taken && worker_matches(spec, &workers[k]))
+                    chosen = &workers[k];
             if (chosen) {
                 memset(a, 0, sizeof *a);
                 gpp_error pe = {0};
@@ -474,14 +503,7 @@ int sched_pass(sched *s, sched_worker *idle, size_t n_idle, bool connected_gpu,
                     continue;
                 }
             }
-            if (spec->device == GPP_DEVICE_GPU && !connected_gpu)
-                want = "waiting_for_gpu";
-            else if (strcmp(r->reason, "worker_lost") == 0)
-                want = "worker_lost";
-            else if (spec->device == GPP_DEVICE_GPU)
-                want = "waiting_for_gpu";
-            else
-                want = "waiting_for_worker";
+            want = wait_reason(spec, r, workers, n_workers);
         }
         if (strcmp(want, r->reason) != 0)
             store_stage_set_reason(s->d->store, r->job_seq, r->idx, want, NULL);

@@ -657,10 +657,22 @@ def worker_log(g, name):
     return text
 
 
+def wait_reason(g, job_id, want, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        st = g.job(job_id)['stages'][0]
+        if st['reason'] == want or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert st['state'] == 'queued' and st['reason'] == want, (want, st)
+
+
 def test_drain(g):
     """SIGTERM on a worker drains it: it finishes its stage, takes nothing
     new and exits 0; the queued job waits (for a worker with its label) and
-    runs on the next worker."""
+    runs on the next worker.  The waiting reasons say why: a matching worker
+    is busy or none is connected (waiting_for_worker), workers are connected
+    but none has the job's labels (waiting_for_labels)."""
     register_tiny(g)
     a = start_worker(g, 'a', 'pool=x')
     b = None
@@ -669,6 +681,9 @@ def test_drain(g):
         first = g.submit(tiny_job(train={'epochs': 10}, iterations=0, labels={'pool': 'x'}))
         wait_running(g, first)
         second = g.submit(tiny_job(iterations=0, labels={'pool': 'x'}))
+        other = g.submit(tiny_job(iterations=0, labels={'pool': 'y'}))
+        wait_reason(g, second, 'waiting_for_worker')   # a matches, and is busy
+        wait_reason(g, other, 'waiting_for_labels')    # a is connected, without pool=y
         a.send_signal(signal.SIGTERM)
         try:
             rc = a.wait(timeout=60)
@@ -679,9 +694,13 @@ def test_drain(g):
         j2 = g.job(second)
         assert j2['state'] == 'queued' and j2['stages'][0]['reason'] == 'waiting_for_worker', j2
         assert 'SIGTERM: draining' in worker_log(g, 'a')
+        wait_reason(g, other, 'waiting_for_worker')    # nobody connected now
         b = start_worker(g, 'b', 'pool=x')
         assert g.wait_job(second)['state'] == 'succeeded'
         assert g.job(second)['stages'][0]['worker'] != g.job(first)['stages'][0]['worker']
+        wait_reason(g, other, 'waiting_for_labels')    # b is idle, without pool=y
+        r = g.post('/api/v1/jobs/%s/cancel' % other, None)
+        assert r.status == 202, r
         b.send_signal(signal.SIGTERM)
         assert b.wait(timeout=30) == 0, worker_log(g, 'b')
         worker_log(g, 'b')
