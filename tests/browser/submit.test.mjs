@@ -184,3 +184,29 @@ test('cancel a queued job from its page, see the API error for a second cancel, 
     await page.locator('.state-slot .badge', { hasText: 'cancelled' }).waitFor();
   });
 });
+
+test("the form's fields and defaults are gppd's: every leaf of a stored spec has a form field with the same default", async () => {
+  await withGppd(browser, 'defaults', async (page, gppd) => {
+    await ensureDataset(gppd);
+    const { FIELDS } = await import('../../web/js/jobspec.js');
+    const r = await apiCall(gppd, 'POST', '/api/v1/jobs', { dataset: 'fashion-mnist', model: 'lenet5' });
+    assert.equal(r.status, 201, r.text);
+    const leaves = new Map();
+    const walk = (o, prefix) => {
+      for (const [k, v] of Object.entries(o)) {
+        const p = prefix ? `${prefix}.${k}` : k;
+        if (v && typeof v === 'object' && !Array.isArray(v) && p !== 'labels') walk(v, p);
+        else leaves.set(p, v);
+      }
+    };
+    walk(r.json.spec, '');
+    const byPath = new Map(FIELDS.map((f) => [f.path, f]));
+    for (const [p, v] of leaves) {
+      const f = byPath.get(p);
+      assert.ok(f, `the form has no field for ${p} (web/js/jobspec.js)`);
+      if (p === 'name') continue;   // the default name is made from model and data set
+      assert.deepEqual(f.def, v, `the form's default of ${p}`);
+    }
+    for (const f of FIELDS) assert.ok(leaves.has(f.path), `the form's ${f.path} is not a field of gppd's spec`);
+  });
+});
