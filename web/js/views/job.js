@@ -379,7 +379,7 @@ export async function render(main, route, ctx) {
     if (!rows.length) return;
     replace(cutBox,
       h('h3', 'Right after each cut, before fine-tuning'),
-      h('p.sub', 'Test accuracy of the same net cut to the same widths by GPP\'s choice, by filter L1 norm and at random (mean of 3 draws). Fine-tuning then narrows the gap.'),
+      h('p.sub', 'Test accuracy of the same net cut to the same widths by GPP\'s choice, by filter L1 norm and at random (mean of 3 draws). Fine-tuning then narrows the gap, usually to nothing.'),
       h('table.data.cut-table',
         h('thead', h('tr', h('th', { scope: 'col' }, 'Step'), h('th.num', { scope: 'col' }, 'Params after'),
           h('th.num', { scope: 'col' }, 'GPP'), h('th.num', { scope: 'col' }, 'L1 norm'), h('th.num', { scope: 'col' }, 'Random'))),
