@@ -147,7 +147,7 @@ static cJSON *stage_json(const store_stage *g)
     cJSON *nums = sum ? summary_numbers(sum) : cJSON_CreateNull();
     /* a prune stage's cut_compare (prune.compare_cut): its six numbers */
     const cJSON *cc = cJSON_GetObjectItemCaseSensitive(sum, "cut_compare");
-    if (sum && cJSON_IsObject(cc)) {
+    if (cJSON_IsObject(cc)) {
         static const char *const keys[] = {"gpp_val", "gpp_test", "l1_val", "l1_test",
                                            "random_val", "random_test"};
         cJSON *c = cJSON_AddObjectToObject(nums, "cut_compare");

@@ -1040,9 +1040,13 @@ static int send_assign(void *user, sched_worker *sw, const sched_assignment *a)
     return rc;
 }
 
+/* Idle workers first, longest idle first; then the busy ones. */
 static int idle_cmp(const void *a, const void *b)
 {
-    const lworker *x = ((const sched_worker *)a)->user, *y = ((const sched_worker *)b)->user;
+    const sched_worker *p = a, *q = b;
+    if (p->busy != q->busy)
+        return p->busy ? 1 : -1;
+    const lworker *x = p->user, *y = q->user;
     return x->idle_since < y->idle_since ? -1 : x->idle_since > y->idle_since;
 }
 
@@ -1056,22 +1060,16 @@ static void run_pass(link_server *l)
     sched_worker *ws = calloc(n ? n : 1, sizeof *ws);
     if (!ws)
         return;
-    /* the idle workers first, longest idle first; then the busy ones, which
-     * only tell the waiting stages why they wait */
+    /* busy workers only tell the waiting stages why they wait */
     size_t k = 0;
-    for (int busy = 0; busy < 2; busy++) {
-        size_t first = k;
-        for (lworker *w = l->workers; w && k < n; w = w->next) {
-            if (!(w->conn && w->conn->hello_done && !w->draining) || w->busy != (busy != 0))
-                continue;
-            ws[k++] = (sched_worker){.id = w->id, .busy = busy != 0, .cpu = w->cpu,
-                                     .gpu = w->gpu, .n_labels = w->n_labels,
-                                     .label_keys = w->label_kp, .label_values = w->label_vp,
-                                     .user = w};
-        }
-        if (!busy)
-            qsort(ws + first, k - first, sizeof *ws, idle_cmp);
+    for (lworker *w = l->workers; w && k < n; w = w->next) {
+        if (!(w->conn && w->conn->hello_done && !w->draining))
+            continue;
+        ws[k++] = (sched_worker){.id = w->id, .busy = w->busy, .cpu = w->cpu, .gpu = w->gpu,
+                                 .n_labels = w->n_labels, .label_keys = w->label_kp,
+                                 .label_values = w->label_vp, .user = w};
     }
+    qsort(ws, k, sizeof *ws, idle_cmp);
     int rc = sched_pass(l->sched, ws, k, send_assign, l);
     if (rc < 0)
         log_warn("scheduler pass failed", "rc=%d", rc);

@@ -29,15 +29,7 @@
 #include "api_parse.h"
 #include "gpp/sha256.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Valid UTF-8 without C0 controls or DEL. */
 static int clean_utf8(const char *s)

@@ -24,16 +24,7 @@
 #include "gpp/proto.h"
 #include "gpp/sha256.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "fuzz_proto: check failed: %s (line %d)\n", #cond,   \
-                    __LINE__);                                                   \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
+#include "fuzz_check.h"
 
 typedef struct result {
     gpp_sha256_ctx frames;   /* hash over (type, len, payload) of every frame */

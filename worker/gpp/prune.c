@@ -221,7 +221,6 @@ static int rule_cut(gpp__stage *s, int id, const double *u, int C, double eta, c
     return rc;
 }
 
-/* gpp__prune_apply: see stage_ctx.h. */
 /* The baselines' choice: for every layer with count[id] > 0, the count[id]
  * filters of smallest L1 norm (l1) or count[id] drawn from rr, into c. */
 static int select_counts(nn_net *net, const int *count, int l1, gpp_rng *rr, cuts *c,
@@ -307,18 +306,17 @@ static int compare_cuts(gpp__stage *s, cuts *gpp_cut)
         rv += v[k] / CUT_RANDOM_DRAWS;
         rt += t[k] / CUT_RANDOM_DRAWS;
     }
-    cJSON *o = cJSON_CreateObject(), *rvs = cJSON_CreateDoubleArray(v + 2, CUT_RANDOM_DRAWS),
-          *rts = cJSON_CreateDoubleArray(t + 2, CUT_RANDOM_DRAWS);
-    if (!o || !rvs || !rts || !cJSON_AddNumberToObject(o, "gpp_val", v[0]) ||
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddNumberToObject(o, "gpp_val", v[0]) ||
         !cJSON_AddNumberToObject(o, "gpp_test", t[0]) ||
         !cJSON_AddNumberToObject(o, "l1_val", v[1]) ||
         !cJSON_AddNumberToObject(o, "l1_test", t[1]) ||
         !cJSON_AddNumberToObject(o, "random_val", rv) ||
         !cJSON_AddNumberToObject(o, "random_test", rt) ||
-        !cJSON_AddItemToObject(o, "random_val_draws", rvs) ||
-        !cJSON_AddItemToObject(o, "random_test_draws", rts)) {
-        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "random_val_draws")) cJSON_Delete(rvs);
-        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "random_test_draws")) cJSON_Delete(rts);
+        !cJSON_AddItemToObject(o, "random_val_draws",
+                               cJSON_CreateDoubleArray(v + 2, CUT_RANDOM_DRAWS)) ||
+        !cJSON_AddItemToObject(o, "random_test_draws",
+                               cJSON_CreateDoubleArray(t + 2, CUT_RANDOM_DRAWS))) {
         cJSON_Delete(o);
         rc = oom(s->err);
         goto done;
@@ -332,6 +330,7 @@ done:
     return rc;
 }
 
+/* gpp__prune_apply: see stage_ctx.h. */
 int gpp__prune_apply(gpp__stage *s)
 {
     const gpp_jobspec *sp = s->spec;
