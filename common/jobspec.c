@@ -141,6 +141,7 @@ static const field grow_fields[] = {
 static const field push_fields[] = {
     INT("epochs", 0, 1000, 1, push.epochs),
     NUM("lambda", 0, 0, 100, 1, push.lambda),
+    NUM("lambda_decay", 0, 0, 1, 1, push.lambda_decay),
     NUM("alpha", 0, 0, 100, 0.02, push.alpha),
     NUM("beta", 0, 0, 100, 0.01, push.beta),
     NUM("gamma", 0, 0, 100, 0.1, push.gamma),

@@ -32,7 +32,8 @@
  *                 widths null or 6 ints 1..4096 (1x1, 3x3-reduce, 3x3,
  *                 double-3x3-reduce, double-3x3, pool-proj)
  *                 [null: the widths of the previous module]
- *   push          epochs int 0..1000 [1]; lambda [0, 100] [1]; alpha [0, 100] [0.02];
+ *   push          epochs int 0..1000 [1]; lambda [0, 100] [1]; lambda_decay [0, 1] [1];
+ *                 alpha [0, 100] [0.02];
  *                 beta [0, 100] [0.01]; gamma [0, 100] [0.1];
  *                 separation "diag" | "eigen" ["diag"];
  *                 eigen_k null or int 1..4096 [null: classes - 1];
@@ -146,6 +147,7 @@ typedef struct gpp_jobspec_grow {
 typedef struct gpp_jobspec_push {
     int epochs;              /* 0..1000 [1] */
     double lambda;           /* [0, 100] [1]: scales alpha, beta, gamma */
+    double lambda_decay;     /* [0, 1] [1]: push i (0-based) uses lambda * lambda_decay^i */
     double alpha;            /* [0, 100] [0.02]: separation term */
     double beta;             /* [0, 100] [0.01]: covariance term */
     double gamma;            /* [0, 100] [0.1]: alignment term */

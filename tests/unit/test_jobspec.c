@@ -216,6 +216,8 @@ static const reject_row rejects[] = {
     {"push_lambda_type", S("\"push\":{\"lambda\":\"x\"}"), "push.lambda", "must be a number in [0, 100]"},
     {"push_lambda_low", S("\"push\":{\"lambda\":-1}"), "push.lambda", "[0, 100], got -1"},
     {"push_lambda_high", S("\"push\":{\"lambda\":100.5}"), "push.lambda", "got 100.5"},
+    {"push_lambda_decay_high", S("\"push\":{\"lambda_decay\":1.5}"), "push.lambda_decay", "[0, 1], got 1.5"},
+    {"push_lambda_decay_low", S("\"push\":{\"lambda_decay\":-0.1}"), "push.lambda_decay", "got -0.1"},
     {"push_alpha_low", S("\"push\":{\"alpha\":-0.5}"), "push.alpha", "got -0.5"},
     {"push_alpha_high", S("\"push\":{\"alpha\":101}"), "push.alpha", "got 101"},
     {"push_beta_low", S("\"push\":{\"beta\":-0.5}"), "push.beta", "got -0.5"},
@@ -345,7 +347,9 @@ static const accept_row accepts[] = {
     {"push_eigen_k_max", S("\"push\":{\"eigen_k\":4096}"), "\"eigen_k\":4096,"},
     {"push_eigen_k_null", S("\"push\":{\"eigen_k\":null}"), "\"eigen_k\":null,"},
     {"push_lr", S("\"push\":{\"lr\":0.05}"), "\"min_per_class\":2,\"lr\":0.05}"},
-    {"push_lambda_bounds", S("\"push\":{\"lambda\":0,\"alpha\":100}"), "\"lambda\":0,\"alpha\":100,"},
+    {"push_lambda_bounds", S("\"push\":{\"lambda\":0,\"alpha\":100}"), "\"lambda\":0,\"lambda_decay\":1,\"alpha\":100,"},
+    {"push_lambda_decay_bounds", S("\"push\":{\"lambda_decay\":0}"), "\"lambda_decay\":0,"},
+    {"push_lambda_decay_one", S("\"push\":{\"lambda_decay\":1}"), "\"lambda_decay\":1,"},
     {"push_eps_tiny", S("\"push\":{\"eps\":1e-300}"), "\"eps\":1e-300,"},
     {"prune_ratio_near_one", S("\"prune\":{\"ratio\":0.999}"), "\"ratio\":0.999,"},
     {"prune_threshold_eta", S("\"prune\":{\"threshold\":\"eta\"}"), "\"threshold\":\"eta\""},
@@ -558,6 +562,7 @@ static void test_defaults_filled(void **state)
     /* push */
     assert_int_equal(s->push.epochs, 1);
     assert_true(s->push.lambda == 1.0);
+    assert_true(s->push.lambda_decay == 1.0);
     assert_true(s->push.alpha == 0.02);
     assert_true(s->push.beta == 0.01);
     assert_true(s->push.gamma == 0.1);
@@ -610,7 +615,7 @@ static void test_defaults_serialised(void **state)
         "\"train\":{\"epochs\":2,\"batch_size\":64,\"lr\":0.01,\"momentum\":0.9,\"nesterov\":false,"
         "\"weight_decay\":0.0005,\"schedule\":\"cosine\",\"step_epochs\":1,\"gamma\":0.1},"
         "\"grow\":{\"enabled\":false,\"max_modules\":4,\"min_gain\":0.002,\"epochs\":1,\"widths\":null},"
-        "\"push\":{\"epochs\":1,\"lambda\":1,\"alpha\":0.02,\"beta\":0.01,\"gamma\":0.1,"
+        "\"push\":{\"epochs\":1,\"lambda\":1,\"lambda_decay\":1,\"alpha\":0.02,\"beta\":0.01,\"gamma\":0.1,"
         "\"separation\":\"diag\",\"eigen_k\":null,\"eigen_reg\":0.001,\"keep_fraction\":0.5,"
         "\"ramp_epochs\":1,\"ema\":0.9,\"eps\":1e-06,\"min_per_class\":2,\"lr\":null},"
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"

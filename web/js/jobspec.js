@@ -63,6 +63,7 @@ export const SECTIONS = [
     fields: [
       { path: 'push.epochs', type: 'int', def: 1, rule: 'integer 0…1000' },
       { path: 'push.lambda', type: 'num', def: 1, rule: '[0, 100]: scales alpha, beta, gamma' },
+      { path: 'push.lambda_decay', type: 'num', def: 1, rule: '[0, 1]: push i uses lambda × decay^i' },
       { path: 'push.alpha', type: 'num', def: 0.02, rule: '[0, 100]: separation term' },
       { path: 'push.beta', type: 'num', def: 0.01, rule: '[0, 100]: covariance term' },
       { path: 'push.gamma', type: 'num', def: 0.1, rule: '[0, 100]: alignment term' },

@@ -301,6 +301,9 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
                   .dampening = 0.0f, .weight_decay = (float)sp->train.weight_decay,
                   .nesterov = sp->train.nesterov};
     int P = -1, M = 0, k_top = 0, have_ema = 0;
+    /* push i (0-based: the iteration) weighs its terms lambda * lambda_decay^i */
+    const double lam =
+        sp->push.lambda * pow(sp->push.lambda_decay, s->req->iteration > 0 ? s->req->iteration : 0);
     if (push) {
         P = nn_net_predecision(s->net);
         nn_node_info pi;
@@ -335,7 +338,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
     if (push)
         gpp__log(s, "push: M = %d pre-decision neurons, top set M' = %d, alpha %g beta %g "
                  "gamma %g (x lambda %g, ramped over %g epochs), %s separation",
-                 M, k_top, sp->push.alpha, sp->push.beta, sp->push.gamma, sp->push.lambda,
+                 M, k_top, sp->push.alpha, sp->push.beta, sp->push.gamma, lam,
                  sp->push.ramp_epochs, sp->push.separation == GPP_SEPARATION_EIGEN ? "eigen" : "diag");
     static const char *const tnames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
                                          "push", "sep", "cov", "align", "top_share",
@@ -383,9 +386,9 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
             double prog = (double)step / (double)nb;
             double ramp = sp->push.ramp_epochs > 0 ? prog / sp->push.ramp_epochs : 1.0;
             if (ramp > 1.0) ramp = 1.0;
-            a = po.alpha = sp->push.lambda * sp->push.alpha * ramp;
-            b = po.beta = sp->push.lambda * sp->push.beta * ramp;
-            g = po.gamma = sp->push.lambda * sp->push.gamma * ramp;
+            a = po.alpha = lam * sp->push.alpha * ramp;
+            b = po.beta = lam * sp->push.beta * ramp;
+            g = po.gamma = lam * sp->push.gamma * ramp;
             po.top = top;
             memset(dH, 0, sizeof(float) * (size_t)m * M);
             if ((rc = gpp_push_loss(ws, H, s->y, (int)m, &po, &pr, dH, s->err)) != 0) goto done;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -102,10 +103,74 @@ static void test_push_concentrates(void **state)
     free(dir);
 }
 
+/* push.lambda_decay: push i weighs its terms lambda * decay^i; every step's
+ * reported alpha, beta and gamma say so (ramp_epochs 0: no ramp). */
+typedef struct weights {
+    int steps, bad;
+    double want[3];
+} weights;
+
+static void on_metric(void *user, const gpp_metric *m)
+{
+    weights *w = user;
+    if (m->evaluation) return;
+    static const char *const keys[3] = {"alpha", "beta", "gamma"};
+    int found = 0;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < m->n; i++)
+            if (strcmp(m->names[i], keys[k]) == 0) {
+                found++;
+                if (fabs(m->values[i] - w->want[k]) > 1e-12 * (1 + w->want[k])) w->bad++;
+            }
+    if (found == 3) w->steps++;
+}
+
+static void test_lambda_decay(void **state)
+{
+    (void)state;
+    static const char *const spec_fmt =
+        "{\"dataset\":{\"format\":\"idx\",\"path\":\"/synthetic\"},\"seed\":4,\"model\":"
+        "[{\"type\":\"flatten\",\"name\":\"f\"},{\"type\":\"fc\",\"name\":\"fc1\",\"out\":12},"
+        "{\"type\":\"relu\",\"name\":\"r\"},{\"type\":\"fc\",\"name\":\"fc2\",\"out\":4}],"
+        "\"train\":{\"epochs\":1,\"batch_size\":32},"
+        "\"push\":{\"epochs\":1,\"lambda\":2,\"lambda_decay\":%g,\"alpha\":0.02,\"beta\":0.1,"
+        "\"gamma\":0.2,\"min_per_class\":4,\"ramp_epochs\":0}}";
+    char *dir = sf_tmpdir();
+    char base[4200], out[4200], text[2048];
+    snprintf(base, sizeof base, "%s/base.gppm", dir);
+    snprintf(out, sizeof out, "%s/pushed.gppm", dir);
+    gpp_stage_data *d = sf_data(200, 40, 12, 4);
+    static const struct { double decay; int iteration; double factor; } cases[] = {
+        {1.0, 3, 2.0}, {0.5, 0, 2.0}, {0.5, 2, 0.5}, {0.0, 1, 0.0}};
+    snprintf(text, sizeof text, spec_fmt, 1.0);
+    run_stage(text, GPP_STAGE_TRAIN, NULL, base, d);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        snprintf(text, sizeof text, spec_fmt, cases[c].decay);
+        gpp_jobspec *spec = sf_spec(text);
+        weights w = {.want = {0.02 * cases[c].factor, 0.1 * cases[c].factor,
+                              0.2 * cases[c].factor}};
+        gpp_stage_io io = {.user = &w, .metric = on_metric};
+        gpp_error err = {0};
+        gpp_stage_req req = {.spec = spec, .kind = GPP_STAGE_PUSH, .index = 1,
+                             .iteration = cases[c].iteration, .input = base, .output = out,
+                             .data = d, .threads = 1};
+        if (gpp_stage_run(&req, &io, NULL, &err) != 0) fail_msg("%s", err.message);
+        printf("decay %g, push %d: %d steps, %d with other weights\n", cases[c].decay,
+               cases[c].iteration, w.steps, w.bad);
+        assert_true(w.steps > 0);
+        assert_int_equal(w.bad, 0);
+        gpp_jobspec_free(spec);
+    }
+    gpp_stage_data_free(d);
+    sf_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_push_concentrates),
+        cmocka_unit_test(test_lambda_decay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
