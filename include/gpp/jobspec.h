@@ -44,8 +44,8 @@
  *                 eta (0, 10] [0.1]; eta_step [0, 10] [0.1];
  *                 max_layer_fraction (0, 1] [0.5]; min_channels int 1..4096 [1];
  *                 max_accuracy_drop [0, 1] [0.01]; samples_per_class int 1..10000 [10];
- *                 finetune_epochs int 0..1000 [2];
- *                 final_finetune_epochs int 0..1000 [6] (added to the fine-tune
+ *                 finetune_epochs int 0..1000 [1];
+ *                 final_finetune_epochs int 0..1000 [9] (added to the fine-tune
  *                 of the last iteration's prune: the final model's recovery at
  *                 its final widths, one learning-rate cycle with the rest);
  *                 distill [0, 100] [0] (weight of a distillation term in every
@@ -171,8 +171,8 @@ typedef struct gpp_jobspec_prune {
     int min_channels;        /* 1..4096 [1] */
     double max_accuracy_drop; /* [0, 1] [0.01] */
     int samples_per_class;   /* 1..10000 [10] */
-    int finetune_epochs;     /* 0..1000 [2] */
-    int final_finetune_epochs; /* 0..1000 [6]: added to the last iteration's fine-tune */
+    int finetune_epochs;     /* 0..1000 [1] */
+    int final_finetune_epochs; /* 0..1000 [9]: added to the last iteration's fine-tune */
     double distill;          /* [0, 100] [0]: distillation weight of the fine-tunes */
     double distill_temperature; /* (0, 100] [4] */
     bool reconstruct;        /* [false] */

@@ -27,7 +27,7 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     assert.equal(await val('prune.ratio'), '0.3');
     assert.equal(await val('iterations'), '4');
     assert.equal(await page.locator('[name="prune.reconstruct"]').isChecked(), false);
-    assert.equal(await val('prune.final_finetune_epochs'), '6');
+    assert.equal(await val('prune.final_finetune_epochs'), '9');
     await shot(page, 'submit-form');
 
     await page.getByLabel('name', { exact: true }).fill('form-job');

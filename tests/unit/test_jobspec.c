@@ -584,8 +584,8 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->prune.min_channels, 1);
     assert_true(s->prune.max_accuracy_drop == 0.01);
     assert_int_equal(s->prune.samples_per_class, 10);
-    assert_int_equal(s->prune.finetune_epochs, 2);
-    assert_int_equal(s->prune.final_finetune_epochs, 6);
+    assert_int_equal(s->prune.finetune_epochs, 1);
+    assert_int_equal(s->prune.final_finetune_epochs, 9);
     assert_true(s->prune.distill == 0.0);
     assert_true(s->prune.distill_temperature == 4.0);
     assert_false(s->prune.reconstruct);
@@ -620,7 +620,7 @@ static void test_defaults_serialised(void **state)
         "\"ramp_epochs\":1,\"ema\":0.9,\"eps\":1e-06,\"min_per_class\":2,\"lr\":null},"
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"
-        "\"samples_per_class\":10,\"finetune_epochs\":2,\"final_finetune_epochs\":6,"
+        "\"samples_per_class\":10,\"finetune_epochs\":1,\"final_finetune_epochs\":9,"
         "\"distill\":0,\"distill_temperature\":4,\"reconstruct\":false,"
         "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null},\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"

@@ -166,16 +166,16 @@ static void test_end_to_end(void **state)
         same_widths(m, sf);   /* the baselines run at GPP's widths */
         assert_true(num(m, "params") == num(sf, "params"));
     }
-    /* the final recovery: the last prune fine-tunes finetune_epochs (2) +
-     * final_finetune_epochs (6), the first only 2; the one-shot baselines'
+    /* the final recovery: the last prune fine-tunes finetune_epochs (1) +
+     * final_finetune_epochs (9), the first only 1; the one-shot baselines'
      * budget is every epoch GPP trained after the baseline (push 1 + 1 and
-     * the fine-tunes), scratch's adds the baseline's training (1) */
+     * the fine-tunes 1 + 10), scratch's adds the baseline's training (1) */
     const cJSON *p1 = cJSON_GetArrayItem(stages, 2), *p2 = cJSON_GetArrayItem(stages, 4);
-    assert_int_equal((int)num(p1, "finetune_epochs"), 2);
-    assert_int_equal((int)num(p2, "finetune_epochs"), 8);
-    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "l1"), "budget_epochs"), 12);
-    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "random"), "budget_epochs"), 12);
-    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "scratch"), "budget_epochs"), 13);
+    assert_int_equal((int)num(p1, "finetune_epochs"), 1);
+    assert_int_equal((int)num(p2, "finetune_epochs"), 10);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "l1"), "budget_epochs"), 13);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "random"), "budget_epochs"), 13);
+    assert_int_equal((int)num(cJSON_GetObjectItemCaseSensitive(bl, "scratch"), "budget_epochs"), 14);
     /* --schedule-baselines: L1 and random on GPP's schedule end at
      * size-first's widths after one step at the baseline's widths (the first
      * push's epoch) and one per GPP prune up to size-first, the last step
