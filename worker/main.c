@@ -167,7 +167,7 @@ static int cmd_version(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    printf("gpp-worker %s\n", GPP_VERSION);
+    printf("gpp-worker %s\nblas: OpenBLAS, %s kernels\n", GPP_VERSION, nn_blas_core());
     return 0;
 }
 
@@ -185,6 +185,7 @@ static const struct {
 
 int main(int argc, char **argv)
 {
+    nn_blas_core_fix(argv);   /* may restart us once, with OpenBLAS's kernels named */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -73,6 +73,28 @@ const char *nn_op_name(nn_op op);
 
 /* ---- run context: backend and threads ------------------------------------- */
 
+/* OpenBLAS's kernels (worker/nn/blas_core.c).  Debian 12's OpenBLAS falls
+ * back to its generic SSE3 kernels ("Prescott") on CPUs newer than it knows;
+ * gpp-worker then restarts itself once with OPENBLAS_CORETYPE named. */
+enum { NN_CPU_AVX = 1u, NN_CPU_AVX2 = 2u /* with FMA */, NN_CPU_AVX512 = 4u /* F VL BW DQ CD */ };
+/* This CPU's NN_CPU_* bits (0 off x86). */
+unsigned nn_cpu_features(void);
+/* The OPENBLAS_CORETYPE to restart with, or NULL to keep what loaded: NULL
+ * when env_coretype is set and not empty (the user's choice, kept whatever
+ * it is), when corename (openblas_get_corename()) is not "Prescott", or when
+ * the CPU has no AVX; else "SkylakeX" (AVX-512), "Haswell" (AVX2 + FMA) or
+ * "SandyBridge" (AVX). */
+const char *nn_blas_core_pick(const char *corename, const char *env_coretype,
+                              unsigned features);
+/* Call first in main, before any thread starts: when nn_blas_core_pick says
+ * so, set OPENBLAS_CORETYPE and execv /proc/self/exe with argv (same pid,
+ * same descriptors); returns only when nothing is to be done or the exec
+ * failed (then a line on stderr, and the generic kernels). */
+void nn_blas_core_fix(char **argv);
+/* The kernels OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *nn_blas_core(void);
+
+
 typedef struct nn_ctx nn_ctx;
 
 /* A context for `device` with `threads` >= 1 threads (the caller's thread

@@ -50,7 +50,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 res=$tmp/results
 : > "$res"
-echo "engine_vs_torch: device $device, $(nproc) cpus, threads $threads, $pairs pairs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+# Both sides on the same OpenBLAS kernels: gpp-worker replaces OpenBLAS's
+# generic fallback on CPUs it does not know (worker/nn/blas_core.c); torch's
+# BLAS (Debian's is OpenBLAS, for its linear layers) gets the same core
+# unless the environment names one for both.
+core=$("$worker" version | sed -n 's/^blas: OpenBLAS, \(.*\) kernels$/\1/p')
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -n "$core" ]; then
+    py="env OPENBLAS_CORETYPE=$core $py"
+fi
+echo "engine_vs_torch: device $device, $(nproc) cpus, threads $threads, $pairs pairs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), OpenBLAS ${core:-?} kernels (both sides)"
 for cfg in $configs; do
     model=$(echo "$cfg" | cut -d: -f1)
     batch=$(echo "$cfg" | cut -d: -f2)

@@ -731,6 +731,32 @@ static void test_eval_and_features(void **state)
     nn_ctx_free(ctx);
 }
 
+/* OpenBLAS's kernel choice: the user's OPENBLAS_CORETYPE is kept whatever it
+ * is; only the generic fallback on an AVX machine is replaced, by the widest
+ * kernels the CPU runs. */
+static void test_blas_core_pick(void **state)
+{
+    (void)state;
+    unsigned all = NN_CPU_AVX | NN_CPU_AVX2 | NN_CPU_AVX512;
+    assert_string_equal(nn_blas_core_pick("Prescott", NULL, all), "SkylakeX");
+    assert_string_equal(nn_blas_core_pick("Prescott", "", all), "SkylakeX");
+    assert_string_equal(nn_blas_core_pick("PRESCOTT", NULL, all), "SkylakeX");
+    assert_string_equal(nn_blas_core_pick("Prescott", NULL, NN_CPU_AVX | NN_CPU_AVX2), "Haswell");
+    assert_string_equal(nn_blas_core_pick("Prescott", NULL, NN_CPU_AVX), "SandyBridge");
+    assert_null(nn_blas_core_pick("Prescott", NULL, 0));              /* an SSE3 CPU */
+    assert_null(nn_blas_core_pick("Prescott", "Prescott", all));      /* asked for */
+    assert_null(nn_blas_core_pick("Prescott", "Haswell", all));       /* the user's */
+    assert_null(nn_blas_core_pick("SkylakeX", NULL, all));            /* known CPU */
+    assert_null(nn_blas_core_pick("Zen", NULL, NN_CPU_AVX | NN_CPU_AVX2));
+    assert_null(nn_blas_core_pick(NULL, NULL, all));
+    /* the bits this CPU reports nest: AVX-512 implies AVX2, AVX2 implies AVX */
+    unsigned f = nn_cpu_features();
+    if (f & NN_CPU_AVX512) assert_true(f & NN_CPU_AVX2);
+    if (f & NN_CPU_AVX2) assert_true(f & NN_CPU_AVX);
+    assert_non_null(nn_blas_core());
+    assert_true(strlen(nn_blas_core()) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -747,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_tensors_and_json),
         cmocka_unit_test(test_eval_and_features),
+        cmocka_unit_test(test_blas_core_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
