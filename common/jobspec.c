@@ -174,6 +174,7 @@ static const field prune_fields[] = {
     ENUM("criterion", criterion_names, GPP_CRITERION_GPP, prune.criterion),
     BOOL("compare_cut", 1, prune.compare_cut),
     NUM("lr", LO_OPEN | NULLABLE, 0, 10, 0, prune.lr),
+    NUM("final_lr", LO_OPEN | NULLABLE, 0, 10, 0, prune.final_lr),
 };
 
 static const field stop_fields[] = {

@@ -59,7 +59,10 @@
  *                 compare_cut bool [true] (criterion gpp: also cut copies of the
  *                 net to the same widths by L1 norm and at random and record
  *                 all three accuracies before any fine-tune, "cut_compare");
- *                 lr null or (0, 10] [null: train.lr]
+ *                 lr null or (0, 10] [null: train.lr];
+ *                 final_lr null or (0, 10] [null: prune.lr] (the peak learning
+ *                 rate of the last prune's fine-tune, the final recovery, and of
+ *                 the l1/random baselines' fine-tune at the final widths)
  *   iterations    integer 0..100 [4]
  *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
  *   data          train_limit null or int 1..2^53 [null: all]; test_limit likewise;
@@ -180,6 +183,7 @@ typedef struct gpp_jobspec_prune {
     gpp_criterion criterion; /* [gpp] */
     bool compare_cut;        /* [true]: record L1/random cuts to the same widths */
     double lr;               /* (0, 10], 0 = null [train.lr] */
+    double final_lr;         /* (0, 10], 0 = null [prune.lr]: the final recovery's */
 } gpp_jobspec_prune;
 
 typedef struct gpp_jobspec_stop {

@@ -99,6 +99,7 @@ export const SECTIONS = [
       { path: 'prune.criterion', type: 'enum', def: 'gpp', options: ['gpp', 'l1', 'random'], rule: 'channel ranking' },
       { path: 'prune.compare_cut', type: 'bool', def: true, rule: 'also evaluate L1 and random cuts to the same widths (cut_compare)' },
       { path: 'prune.lr', type: 'num', nullable: true, def: null, placeholder: 'train.lr', rule: '(0, 10]' },
+      { path: 'prune.final_lr', type: 'num', nullable: true, def: null, placeholder: 'prune.lr', rule: '(0, 10]: the final recovery\'s (and the L1/random baselines\')' },
     ],
   },
   {

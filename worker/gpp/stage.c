@@ -625,6 +625,30 @@ static double phase_lr(double given, const gpp_jobspec *sp)
     return given > 0 ? given : sp->train.lr;
 }
 
+/* The final recovery's peak learning rate: prune.final_lr, else prune.lr,
+ * else train.lr. */
+static double final_lr(const gpp_jobspec *sp)
+{
+    return sp->prune.final_lr > 0 ? sp->prune.final_lr : phase_lr(sp->prune.lr, sp);
+}
+
+/* Whether a baseline stage trains at the final widths: a one-shot baseline
+ * (iteration 0), or the step of a same-schedule chain whose reference is
+ * the last iteration's prune (meta.iteration). */
+static int baseline_is_final(gpp__stage *s)
+{
+    if (s->req->iteration == 0) return 1;
+    gpp_ckpt *ck = NULL;
+    if (gpp_ckpt_read_file(s->req->reference, &ck, NULL) != 0) return 0;
+    cJSON *doc = cJSON_Parse(gpp_ckpt_json(ck));
+    gpp_ckpt_free(ck);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(doc, "meta"), "iteration");
+    int fin = cJSON_IsNumber(it) && it->valueint == s->spec->iterations - 1;
+    cJSON_Delete(doc);
+    return fin;
+}
+
 static int stage_train(gpp__stage *s, cJSON **summary)
 {
     int rc;
@@ -747,10 +771,12 @@ static int stage_prune(gpp__stage *s, cJSON **summary)
     /* the last iteration's fine-tune is also the final model's recovery at
      * its final widths: prune.final_finetune_epochs more, one lr cycle */
     int epochs = sp->prune.finetune_epochs;
-    if (s->req->iteration == sp->iterations - 1) epochs += sp->prune.final_finetune_epochs;
+    int last = s->req->iteration == sp->iterations - 1;
+    if (last) epochs += sp->prune.final_finetune_epochs;
     if ((rc = extra_num(s, "finetune_epochs", epochs)) != 0) return rc;
     if ((rc = load_teacher(s, &teacher)) != 0) return rc;
-    gpp__phase ph = {.name = "finetune", .epochs = epochs, .lr = phase_lr(sp->prune.lr, sp),
+    gpp__phase ph = {.name = "finetune", .epochs = epochs,
+                     .lr = last ? final_lr(sp) : phase_lr(sp->prune.lr, sp),
                      .salt = SALT_TUNE, .teacher = teacher};
     rc = gpp__phase_run(s, &ph);
     nn_net_free(teacher);
@@ -790,7 +816,9 @@ static int stage_baseline(gpp__stage *s, cJSON **summary)
         return rc;
     gpp__phase ph = {.name = r->kind == GPP_STAGE_SCRATCH ? "train" : "finetune",
                      .epochs = r->budget_epochs,
-                     .lr = r->kind == GPP_STAGE_SCRATCH ? sp->train.lr : phase_lr(sp->prune.lr, sp),
+                     .lr = r->kind == GPP_STAGE_SCRATCH ? sp->train.lr
+                           : baseline_is_final(s)           ? final_lr(sp)
+                                                            : phase_lr(sp->prune.lr, sp),
                      .salt = r->kind == GPP_STAGE_SCRATCH ? SALT_TRAIN : SALT_TUNE,
                      .teacher = teacher};
     rc = gpp__phase_run(s, &ph);

@@ -275,21 +275,31 @@ static void test_end_to_end(void **state)
     free(dir);
 }
 
+/* A fresh folder holding job.json with `text`; job and a (its "a"
+ * subfolder, not made) named into job[4200] and a[4200]. */
+static char *job_dir(const char *text, char *job, char *a)
+{
+    char *dir = sf_tmpdir();
+    snprintf(job, 4200, "%s/job.json", dir);
+    snprintf(a, 4200, "%s/a", dir);
+    FILE *f = fopen(job, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return dir;
+}
+
 /* --baselines=LIST: only the named one-shot baselines run; a bad list is
  * a usage error (2) before anything runs. */
 static void test_baselines_list(void **state)
 {
     (void)state;
-    char *dir = sf_tmpdir();
     char job[4200], a[4200], p[4300];
-    snprintf(job, sizeof job, "%s/job.json", dir);
-    snprintf(a, sizeof a, "%s/a", dir);
-    FILE *f = fopen(job, "w");
-    assert_non_null(f);
-    fputs("{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
-          "\"iterations\":1,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":0},"
-          "\"push\":{\"epochs\":0},\"data\":{\"train_limit\":600,\"test_limit\":200}}\n", f);
-    fclose(f);
+    char *dir = job_dir(
+        "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
+        "\"iterations\":1,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":0},"
+        "\"push\":{\"epochs\":0},\"data\":{\"train_limit\":600,\"test_limit\":200}}\n",
+        job, a);
     static char bad[4][24] = {"--baselines=", "--baselines=l1,l1", "--baselines=scratch,",
                               "--baselines=L1"};
     for (int k = 0; k < 4; k++) {
@@ -313,11 +323,68 @@ static void test_baselines_list(void **state)
     free(dir);
 }
 
+/* prune.final_lr: the last prune's fine-tune (the final recovery) and the
+ * one-shot L1 baseline's fine-tune peak at it; the earlier prune at
+ * prune.lr, the training and the scratch baseline at train.lr (the lr of
+ * every SGD step in metrics.jsonl, per stage). */
+static void test_final_lr(void **state)
+{
+    (void)state;
+    char job[4200], a[4200], p[4300];
+    char *dir = job_dir(
+        "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1,\"lr\":0.05},"
+        "\"iterations\":2,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":1,"
+        "\"lr\":0.02,\"final_lr\":0.004,\"compare_cut\":false},\"push\":{\"epochs\":0},"
+        "\"stop\":{\"max_accuracy_drop\":1},\"data\":{\"train_limit\":600,\"test_limit\":200}}\n",
+        job, a);
+    char *argv[7] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1,scratch"};
+    assert_int_equal(gpp_run_main(7, argv), 0);
+    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    /* the peak lr per stage (the prunes by stage index: 1 and 2) */
+    double peak_train = 0, peak_prune[2] = {0, 0}, peak_l1 = 0, peak_scratch = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
+        const char *stage = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "stage"));
+        assert_non_null(type);
+        assert_non_null(stage);
+        if (strcmp(type, "iteration") == 0) {
+            double lr = num(j, "lr");
+            int idx = (int)num(j, "stage_index");
+            if (strcmp(stage, "prune") == 0) assert_true(idx == 1 || idx == 2);
+            double *peak = strcmp(stage, "train") == 0   ? &peak_train
+                           : strcmp(stage, "prune") == 0 ? &peak_prune[idx == 2]
+                           : strcmp(stage, "l1") == 0    ? &peak_l1
+                           : strcmp(stage, "scratch") == 0 ? &peak_scratch
+                                                           : NULL;
+            if (!peak) {
+                fail_msg("a stage \"%s\" in metrics.jsonl", stage);
+                continue;
+            }
+            if (lr > *peak) *peak = lr;
+        }
+        cJSON_Delete(j);
+    }
+    fclose(f);
+    assert_true(peak_train > 0.04 && peak_train <= 0.05 + 1e-9);
+    assert_true(peak_prune[0] > 0.015 && peak_prune[0] <= 0.02 + 1e-9);
+    assert_true(peak_prune[1] > 0.003 && peak_prune[1] <= 0.004 + 1e-9);
+    assert_true(peak_l1 > 0.003 && peak_l1 <= 0.004 + 1e-9);
+    assert_true(peak_scratch > 0.04 && peak_scratch <= 0.05 + 1e-9);
+    sf_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_baselines_list),
+        cmocka_unit_test(test_final_lr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
