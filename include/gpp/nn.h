@@ -94,7 +94,6 @@ void nn_blas_core_fix(char **argv);
 /* The kernels OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *nn_blas_core(void);
 
-
 typedef struct nn_ctx nn_ctx;
 
 /* A context for `device` with `threads` >= 1 threads (the caller's thread

@@ -146,6 +146,8 @@ typedef struct gpp_stage_req {
     const char *reference;       /* l1 / random / scratch: the checkpoint whose
                                     architecture (per-layer widths) to match */
     int budget_epochs;           /* l1 / random / scratch: training epochs */
+    int final_widths;            /* l1 / random: trains at GPP's final widths
+                                    (fine-tune peak lr prune.final_lr) */
     const char *partial;         /* NULL, or a path for the mid-stage checkpoint:
                                     written after every epoch, read (when it
                                     exists and belongs to this stage) to resume,

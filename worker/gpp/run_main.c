@@ -265,6 +265,7 @@ typedef struct next {
     int input;              /* result whose file is the input (-1: none) */
     int reference;          /* result whose file is the reference (-1: none) */
     int budget;
+    int final_widths;       /* l1 / random at the final recovery's widths */
 } next;
 
 static int count_kind(const runner *r, gpp_stage_kind k)
@@ -369,6 +370,7 @@ static int plan(runner *r, next *nx)
         nx->input = b;
         nx->reference = sf;
         nx->budget = order[k] == GPP_STAGE_SCRATCH ? epochs_total : epochs_after;
+        nx->final_widths = 1;
         return 1;
     }
     if (r->baselines < 2) return 0;
@@ -401,6 +403,9 @@ static int plan(runner *r, next *nx)
             nx->input = prev;
             nx->reference = i;
             nx->budget = budget;
+            /* the prune that held the final recovery: the last iteration's */
+            nx->final_widths = r->res[i].kind == GPP_STAGE_PRUNE &&
+                               r->res[i].iteration == sp->iterations - 1;
             return 1;
         }
     }
@@ -788,7 +793,8 @@ int gpp_run_main(int argc, char **argv)
                              .iteration = nx.iteration,
                              .input = nx.input >= 0 ? in_path : NULL, .output = out_path,
                              .reference = nx.reference >= 0 ? ref_path : NULL,
-                             .budget_epochs = nx.budget, .partial = part, .data = data,
+                             .budget_epochs = nx.budget, .final_widths = nx.final_widths,
+                             .partial = part, .data = data,
                              .ctx = ctx, .threads = threads};
         gpp_stage_io io = {.user = &r, .metric = on_metric, .log = on_log,
                            .progress = on_progress, .cancel = &cancel_flag};

@@ -632,23 +632,6 @@ static double final_lr(const gpp_jobspec *sp)
     return sp->prune.final_lr > 0 ? sp->prune.final_lr : phase_lr(sp->prune.lr, sp);
 }
 
-/* Whether a baseline stage trains at the final widths: a one-shot baseline
- * (iteration 0), or the step of a same-schedule chain whose reference is
- * the last iteration's prune (meta.iteration). */
-static int baseline_is_final(gpp__stage *s)
-{
-    if (s->req->iteration == 0) return 1;
-    gpp_ckpt *ck = NULL;
-    if (gpp_ckpt_read_file(s->req->reference, &ck, NULL) != 0) return 0;
-    cJSON *doc = cJSON_Parse(gpp_ckpt_json(ck));
-    gpp_ckpt_free(ck);
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(doc, "meta"), "iteration");
-    int fin = cJSON_IsNumber(it) && it->valueint == s->spec->iterations - 1;
-    cJSON_Delete(doc);
-    return fin;
-}
-
 static int stage_train(gpp__stage *s, cJSON **summary)
 {
     int rc;
@@ -817,7 +800,7 @@ static int stage_baseline(gpp__stage *s, cJSON **summary)
     gpp__phase ph = {.name = r->kind == GPP_STAGE_SCRATCH ? "train" : "finetune",
                      .epochs = r->budget_epochs,
                      .lr = r->kind == GPP_STAGE_SCRATCH ? sp->train.lr
-                           : baseline_is_final(s)           ? final_lr(sp)
+                           : r->final_widths                ? final_lr(sp)
                                                             : phase_lr(sp->prune.lr, sp),
                      .salt = r->kind == GPP_STAGE_SCRATCH ? SALT_TRAIN : SALT_TUNE,
                      .teacher = teacher};
