@@ -908,5 +908,6 @@ int gpp_jobspec_stage_count(const gpp_jobspec *spec)
 {
     if (!spec) return 0;
     return (spec->model_kind == GPP_MODEL_CHECKPOINT ? 0 : 1) +
-           (spec->grow.enabled ? spec->grow.max_modules : 0) + 2 * spec->iterations;
+           (spec->grow.enabled ? spec->grow.max_modules : 0) + 2 * spec->iterations +
+           (spec->iterations > 0 && spec->prune.final_finetune_epochs > 0);
 }

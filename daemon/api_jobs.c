@@ -10,6 +10,7 @@
 #include "api_parse.h"
 #include "gpp/jobspec.h"
 #include "gpp/sha256.h"
+#include "gppd_sched.h"
 #include "link.h"
 #include "log.h"
 
@@ -64,7 +65,8 @@ static cJSON *pick_json(const store_stage *g, const cJSON *sum)
  * "accuracy_first": the prune result with the best validation accuracy,
  * "size_first": the prune result with the fewest params within
  * stop.max_accuracy_drop of the baseline (both the baseline while there is
- * no prune result) -- the rules of `gpp-worker run`}. */
+ * no prune result; a finetune result stands in for the prune it recovered)
+ * -- the rules of `gpp-worker run`, sched_pick_stages}. */
 static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
 {
     cJSON *out = cJSON_CreateObject();
@@ -93,24 +95,8 @@ static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
     drop = sum_num(stop, "max_accuracy_drop", drop);
     cJSON_Delete(spec);
     int acc = base, size = base;
-    double best = -1, small = 1e300;
-    double base_val = base >= 0 ? sum_num(sums[base], "val_accuracy", 0) : 0;
-    for (size_t i = 0; sums && i < n; i++) {
-        if (!sums[i] || strcmp(st[i].kind, "prune") != 0)
-            continue;
-        double v = sum_num(sums[i], "val_accuracy", 0);
-        double p = sum_num(sums[i], "params", 1e300);
-        if (v > best) {
-            best = v;
-            acc = (int)i;
-        }
-        if (v >= base_val - drop - 1e-12 && p < small) {
-            small = p;
-            size = (int)i;
-        }
-    }
-    if (size == base && acc != base)
-        size = acc;
+    if (base >= 0)
+        sched_pick_stages(st, n, drop, -1, NULL, NULL, &acc, &size);
     cJSON_AddItemToObject(out, "baseline", base >= 0 ? pick_json(&st[base], sums[base])
                                                      : cJSON_CreateNull());
     cJSON_AddItemToObject(out, "current", last >= 0 ? pick_json(&st[last], sums[last])
@@ -138,6 +124,9 @@ static cJSON *stage_json(const store_stage *g)
     cJSON_AddItemToObject(o, "worker", g->worker_id ? cJSON_CreateString(g->worker_id)
                                                     : cJSON_CreateNull());
     cJSON_AddNumberToObject(o, "progress", g->progress);
+    cJSON_AddItemToObject(o, "input_sha256", g->input_sha256
+                                                 ? cJSON_CreateString(g->input_sha256)
+                                                 : cJSON_CreateNull());
     cJSON_AddItemToObject(o, "output_sha256", g->output_sha256
                                                   ? cJSON_CreateString(g->output_sha256)
                                                   : cJSON_CreateNull());
@@ -156,6 +145,13 @@ static cJSON *stage_json(const store_stage *g)
             cJSON_AddItemToObject(c, keys[i], cJSON_IsNumber(v) ? cJSON_CreateNumber(v->valuedouble)
                                                                 : cJSON_CreateNull());
         }
+    }
+    /* the final recovery: the stage it recovered, and for how long */
+    static const char *const fkeys[] = {"from_stage", "finetune_epochs"};
+    for (size_t i = 0; cJSON_IsObject(nums) && strcmp(g->kind, "finetune") == 0 && i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sum, fkeys[i]);
+        if (cJSON_IsNumber(v))
+            cJSON_AddNumberToObject(nums, fkeys[i], v->valuedouble);
     }
     cJSON_AddItemToObject(o, "summary", nums);
     cJSON_Delete(sum);

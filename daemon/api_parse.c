@@ -303,7 +303,9 @@ void api_dataset_req_clear(api_dataset_req *d)
 }
 
 /* The stage chain: train (unless the model is a trained checkpoint), the
- * grow steps, then iterations x (push, prune).  Returns the count. */
+ * grow steps, then iterations x (push, prune), then the final recovery
+ * (finetune, skipped unless the loop ends before its last prune).  Returns
+ * the count. */
 static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
 {
     int n = 0;
@@ -316,6 +318,8 @@ static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
         out[n++] = (store_stage_new){"push", i};
         out[n++] = (store_stage_new){"prune", i};
     }
+    if (spec->iterations > 0 && spec->prune.final_finetune_epochs > 0 && n < cap)
+        out[n++] = (store_stage_new){"finetune", 0};
     return n;
 }
 

@@ -28,7 +28,12 @@
  *            accuracy, or stop.target_params reached).  The stage
  *            summaries carry no "stop" flag (gpp/stages.h), so the daemon
  *            applies the spec's stop rules itself, exactly as `gpp-worker
- *            run` does.
+ *            run` does.  The chain's last stage, `finetune` (the final
+ *            recovery, when prune.final_finetune_epochs > 0), is never
+ *            skipped by a stop rule: it recovers the size-first prune
+ *            result, its input (not the previous stage's output).  It is
+ *            skipped when the size-first result is the last prune, which
+ *            already had the final recovery.
  *   fail     oom, invalid_data, invalid_spec, or retryable=false: the job
  *            fails at once with the reason.  Otherwise the stage is queued
  *            again after a back-off (2 s, doubling, at most 60 s) until
@@ -51,6 +56,7 @@
 
 #include "gpp/error.h"
 #include "gpp/proto.h"
+#include "store.h"
 
 struct gppd;
 typedef struct sched sched;
@@ -117,6 +123,14 @@ void sched_free(sched *s);
  * Returns the number of assignments, or a negative GPP_E* code. */
 int sched_pass(sched *s, sched_worker *workers, size_t n_workers, sched_assign_fn fn,
                void *user);
+
+/* The baseline, accuracy-first and size-first stages (gpp/pick.h, the
+ * rule of `gpp-worker run`) among st's succeeded stages (the first one is
+ * the baseline when no train or grow stage succeeded); when `over` is not
+ * NULL it is stage over_idx's summary, counted as succeeded.  -1 for none.
+ * Any out pointer may be NULL. */
+void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int over_idx,
+                       const cJSON *over, int *base, int *acc_first, int *size_first);
 
 /* The stage's worker sent its result (output uploaded and verified): the
  * stage succeeds, with skips per the job's rules (see above). */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "gpp/jobspec.h"
+#include "gpp/pick.h"
 #include "gpp/sha256.h"
 #include "gppd.h"
 #include "log.h"
@@ -323,6 +324,30 @@ static int dataset_prepare(sched *s, const gpp_jobspec *spec, sched_assignment *
     return 1;
 }
 
+static double num(const cJSON *o, const char *key, double def);
+
+/* The final recovery's input: the size-first prune result's output. */
+static int final_input(sched *s, const store_runnable *r, const gpp_jobspec *spec,
+                       char hex[65], gpp_error *err)
+{
+    store_stage *st = NULL;
+    size_t n = 0;
+    int rc = store_stage_list(s->d->store, r->job_seq, &st, &n, err);
+    if (rc != 0)
+        return rc;
+    int size = -1;
+    sched_pick_stages(st, n, spec->stop.max_accuracy_drop, -1, NULL, NULL, NULL, &size);
+    hex[0] = '\0';
+    if (size >= 0 && size < r->idx && strcmp(st[size].kind, "prune") == 0 &&
+        st[size].output_sha256)
+        snprintf(hex, 65, "%s", st[size].output_sha256);
+    else
+        rc = gpp_error_set(err, GPP_EINVAL, "invalid_spec", "",
+                           "stage %d (finetune) has no prune result to recover", r->idx);
+    store_stage_free(st, n);
+    return rc;
+}
+
 /* The input checkpoint of stage r: the latest earlier output, or for a first
  * stage the checkpoint the model names.  1 ready ("" for none), < 0 a
  * permanent problem. */
@@ -331,7 +356,9 @@ static int input_prepare(sched *s, const store_runnable *r, const gpp_jobspec *s
 {
     a->input_sha[0] = '\0';
     a->input_size = 0;
-    int rc = store_stage_input(s->d->store, r->job_seq, r->idx, a->input_sha, err);
+    int rc = strcmp(r->kind, "finetune") == 0
+                 ? final_input(s, r, spec, a->input_sha, err)
+                 : store_stage_input(s->d->store, r->job_seq, r->idx, a->input_sha, err);
     if (rc != 0)
         return rc;
     if (!a->input_sha[0]) {
@@ -521,6 +548,72 @@ static double num(const cJSON *o, const char *key, double def)
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
+void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int over_idx,
+                       const cJSON *over, int *base, int *acc_first, int *size_first)
+{
+    gpp_pick_item *items = calloc(n ? n : 1, sizeof *items);
+    int b = -1, a = -1, z = -1, first = -1, bases = 0;
+    for (size_t i = 0; items && i < n; i++) {
+        cJSON *own = NULL;
+        const cJSON *sum = NULL;
+        if ((int)i == over_idx && over) {
+            sum = over;
+        } else if (strcmp(st[i].state, "succeeded") == 0 && st[i].summary) {
+            sum = own = cJSON_Parse(st[i].summary);
+        }
+        if (!cJSON_IsObject(sum)) {
+            cJSON_Delete(own);
+            continue;
+        }
+        const char *k = st[i].kind;
+        bool is_base = strcmp(k, "train") == 0 || strcmp(k, "grow") == 0;
+        items[i] = (gpp_pick_item){
+            .role = is_base                        ? GPP_PICK_BASE
+                    : strcmp(k, "prune") == 0      ? GPP_PICK_PRUNE
+                    : strcmp(k, "finetune") == 0   ? GPP_PICK_FINETUNE
+                                                   : GPP_PICK_OTHER,
+            .from = (int)num(sum, "from_stage", -1),
+            .val = num(sum, "val_accuracy", 0),
+            .params = num(sum, "params", INFINITY),
+        };
+        if (items[i].from >= (int)n)
+            items[i].from = -1;
+        bases += is_base;
+        if (first < 0)
+            first = (int)i;
+        cJSON_Delete(own);
+    }
+    if (items && bases == 0 && first >= 0)
+        items[first].role = GPP_PICK_BASE;   /* a job that starts from a trained checkpoint */
+    if (items)
+        gpp_pick_models(items, (int)n, max_drop, &b, &a, &z);
+    free(items);
+    if (base)
+        *base = b;
+    if (acc_first)
+        *acc_first = a;
+    if (size_first)
+        *size_first = z;
+}
+
+/* The stop rule a prune result meets ("" none): its validation accuracy
+ * fell more than stop.max_accuracy_drop below base_val, or its params
+ * reached stop.target_params. */
+static void stop_rule(const gpp_jobspec *spec, double base_val, const cJSON *summary,
+                      char *out, size_t cap)
+{
+    double v = num(summary, "val_accuracy", NAN);
+    double p = num(summary, "params", NAN);
+    out[0] = '\0';
+    if (!isnan(base_val) && !isnan(v) && v < base_val - spec->stop.max_accuracy_drop)
+        snprintf(out, cap,
+                 "stopped early: validation accuracy %.4f fell more than %.4f below the"
+                 " baseline's %.4f", v, spec->stop.max_accuracy_drop, base_val);
+    else if (spec->stop.target_params > 0 && !isnan(p) && p <= (double)spec->stop.target_params)
+        snprintf(out, cap, "stopped early: %.0f params reached the target %lld", p,
+                 (long long)spec->stop.target_params);
+}
+
 int sched_stage_succeeded(sched *s, int64_t job_seq, int idx, int attempt,
                           const char *output_sha, int64_t output_size, const cJSON *summary,
                           gpp_error *err)
@@ -546,34 +639,50 @@ int sched_stage_succeeded(sched *s, int64_t job_seq, int idx, int attempt,
                 skip_through = (int)i;
         snprintf(skip_reason, sizeof skip_reason, "grow stopped paying");
     }
-    if (e && strcmp(kind, "prune") == 0 && (size_t)idx + 1 < n) {
-        const gpp_jobspec *spec = e->spec;
-        double base_val = NAN;
-        for (int i = 0; i < idx; i++) {
-            if ((strcmp(st[i].kind, "train") == 0 || strcmp(st[i].kind, "grow") == 0) &&
-                strcmp(st[i].state, "succeeded") == 0 && st[i].summary) {
-                cJSON *bs = cJSON_Parse(st[i].summary);
-                base_val = num(bs, "val_accuracy", NAN);
-                cJSON_Delete(bs);
-            }
-        }
-        double v = num(summary, "val_accuracy", NAN);
-        double p = num(summary, "params", NAN);
-        if (!isnan(base_val) && !isnan(v) && v < base_val - spec->stop.max_accuracy_drop) {
-            snprintf(job_reason, sizeof job_reason,
-                     "stopped early: validation accuracy %.4f fell more than %.4f below the"
-                     " baseline's %.4f", v, spec->stop.max_accuracy_drop, base_val);
-        } else if (spec->stop.target_params > 0 && !isnan(p) &&
-                   p <= (double)spec->stop.target_params) {
-            snprintf(job_reason, sizeof job_reason,
-                     "stopped early: %.0f params reached the target %lld", p,
-                     (long long)spec->stop.target_params);
-        }
-        if (job_reason[0]) {
-            skip_through = (int)n - 1;
-            snprintf(skip_reason, sizeof skip_reason, "%s", job_reason);
+    /* the baseline's validation accuracy (the last train / grow result) */
+    double base_val = NAN;
+    for (int i = 0; i < idx; i++) {
+        if ((strcmp(st[i].kind, "train") == 0 || strcmp(st[i].kind, "grow") == 0) &&
+            strcmp(st[i].state, "succeeded") == 0 && st[i].summary) {
+            cJSON *bs = cJSON_Parse(st[i].summary);
+            base_val = num(bs, "val_accuracy", NAN);
+            cJSON_Delete(bs);
         }
     }
+    bool has_final = strcmp(st[n - 1].kind, "finetune") == 0;
+    if (e && strcmp(kind, "prune") == 0 && (size_t)idx + 1 < n) {
+        const gpp_jobspec *spec = e->spec;
+        stop_rule(spec, base_val, summary, job_reason, sizeof job_reason);
+        if (job_reason[0]) {
+            /* every remaining stage but the final recovery */
+            skip_through = has_final ? (int)n - 2 : (int)n - 1;
+            snprintf(skip_reason, sizeof skip_reason, "%s", job_reason);
+        } else if (has_final && (size_t)idx + 2 == n) {
+            /* the last prune had the final recovery: the finetune stage is
+             * needed only when the size-first result is another prune */
+            int size = -1;
+            sched_pick_stages(st, n, spec->stop.max_accuracy_drop, idx, summary, NULL, NULL,
+                              &size);
+            if (size == idx) {
+                skip_through = (int)n - 1;
+                snprintf(skip_reason, sizeof skip_reason,
+                         "the size-first model (stage %d) already had its final recovery", idx);
+            }
+        }
+    }
+    if (e && strcmp(kind, "finetune") == 0) {
+        /* the job ends here: say why the loop stopped, as the prune did */
+        for (int i = 0; i < idx && !job_reason[0]; i++) {
+            if (strcmp(st[i].kind, "prune") != 0 || strcmp(st[i].state, "succeeded") != 0 ||
+                !st[i].summary)
+                continue;
+            cJSON *ps = cJSON_Parse(st[i].summary);
+            stop_rule(e->spec, base_val, ps, job_reason, sizeof job_reason);
+            cJSON_Delete(ps);
+        }
+    }
+    if (skip_through <= idx)
+        skip_reason[0] = '\0';    /* nothing left to skip */
     store_stage_change c = {
         .state = "succeeded", .expect_attempt = attempt, .reason = NULL, .summary = text,
         .output_sha256 = output_sha, .output_size = output_size, .progress = 1.0,
@@ -582,16 +691,10 @@ int sched_stage_succeeded(sched *s, int64_t job_seq, int idx, int attempt,
     };
     rc = text ? store_stage_update(s->d->store, job_seq, idx, &c, NULL, err)
               : gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
-    if (rc == 0 && skip_reason[0]) {
+    if (rc == 0 && skip_reason[0]) {   /* the job's log has it too (store_stage_update) */
         char q[400];
         log_info("stages skipped", "job_seq=%lld after=%d through=%d reason=%s",
                  (long long)job_seq, idx, skip_through, log_quote(skip_reason, q, sizeof q));
-        store_job j;
-        if (store_job_get_seq(s->d->store, job_seq, &j, NULL) == 0) {
-            store_log_event(s->d->store, job_seq, j.id, idx, "info", "daemon", skip_reason,
-                            NULL);
-            store_job_clear(&j);
-        }
     }
     free(text);
     store_stage_free(st, n);

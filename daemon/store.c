@@ -494,6 +494,10 @@ static int event_stage(store *s, int64_t job_seq, const char *job_id, int idx,
     return rc;
 }
 
+static int log_event_tx(store *s, int64_t job_seq, const char *job_id, int stage_idx,
+                        const char *level, const char *source, const char *message,
+                        gpp_error *err);
+
 static int log_add(store *s, int64_t job_seq, int stage_idx, const char *level,
                    const char *source, const char *message, gpp_error *err)
 {
@@ -1645,6 +1649,9 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
             rc = exec_stmt(s, q, "stage skip", err);
             if (rc == 0)
                 stages_done += sqlite3_changes(s->db);
+            /* why, in the job's log, before the skips and the job's end */
+            if (rc == 0 && n_sk > 0 && c->skip_reason)
+                rc = log_event_tx(s, job_seq, j.id, idx, "info", "daemon", c->skip_reason, err);
             for (int i = 0; rc == 0 && i < n_sk; i++)
                 rc = event_stage(s, job_seq, j.id, sk[i].idx, sk[i].kind, "skipped",
                                  sk[i].attempt, c->skip_reason, NULL, err);
@@ -3602,14 +3609,12 @@ int store_dataset_file_by_sha(store *s, const char *sha256_hex, char **path, int
     return rc;
 }
 
-int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx,
-                    const char *level, const char *source, const char *message,
-                    gpp_error *err)
+/* A log line and its "log" event, inside the caller's transaction. */
+static int log_event_tx(store *s, int64_t job_seq, const char *job_id, int stage_idx,
+                        const char *level, const char *source, const char *message,
+                        gpp_error *err)
 {
-    pthread_mutex_lock(&s->mu);
-    int rc = tx_begin(s, err);
-    if (rc == 0)
-        rc = log_add(s, job_seq, stage_idx, level, source, message, err);
+    int rc = log_add(s, job_seq, stage_idx, level, source, message, err);
     if (rc == 0) {
         int64_t id = sqlite3_last_insert_rowid(s->db);
         char t[32];
@@ -3634,6 +3639,17 @@ int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx
                   : gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
         free(data);
     }
+    return rc;
+}
+
+int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx,
+                    const char *level, const char *source, const char *message,
+                    gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc == 0)
+        rc = log_event_tx(s, job_seq, job_id, stage_idx, level, source, message, err);
     if (rc == 0)
         rc = tx_commit(s, err);
     if (rc != 0)

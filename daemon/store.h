@@ -213,7 +213,9 @@ typedef struct store_stage_change {
                                   of this job and stage) in the same transaction */
     int skip_through;          /* with "succeeded": queued stages idx+1 .. skip_through
                                   become "skipped" (0: none) */
-    const char *skip_reason;   /* their reason ("grow stopped paying", "stopped: ...") */
+    const char *skip_reason;   /* their reason ("grow stopped paying", "stopped: ..."),
+                                  also a job log line (source "daemon") in the same
+                                  transaction, before the job's end */
     const char *job_reason;    /* with "succeeded": the job's reason when it ends now */
 } store_stage_change;
 

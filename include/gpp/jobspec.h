@@ -254,7 +254,9 @@ char *gpp_jobspec_to_json(const gpp_jobspec *spec);
 void gpp_jobspec_free(gpp_jobspec *spec);
 
 /* Stages in the job's chain: 1 train (0 when the model is a checkpoint)
- * + grow.max_modules when grow.enabled + 2 * iterations (push, prune). */
+ * + grow.max_modules when grow.enabled + 2 * iterations (push, prune)
+ * + 1 finetune (the final recovery) when iterations > 0 and
+ * prune.final_finetune_epochs > 0. */
 int gpp_jobspec_stage_count(const gpp_jobspec *spec);
 
 #endif

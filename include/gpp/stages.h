@@ -18,6 +18,12 @@
  *            2016) or at random, then fine-tune `budget_epochs`
  *   scratch  baseline: the architecture of `reference`, He-initialised,
  *            trained `budget_epochs`
+ *   finetune the final recovery: the input (the size-first prune result
+ *            when the loop ended before the last planned prune, which alone
+ *            carries prune.final_finetune_epochs) fine-tuned
+ *            prune.final_finetune_epochs at prune.final_lr, one lr cycle;
+ *            summary keys "from_stage" (the input's stage index),
+ *            "finetune_epochs", "val_before"
  *
  * Checkpoint JSON written by a stage (gpp/ckpt.h layout):
  *   "network"  the net's description after the stage
@@ -63,11 +69,12 @@ typedef enum gpp_stage_kind {
     GPP_STAGE_L1,
     GPP_STAGE_RANDOM,
     GPP_STAGE_SCRATCH,
+    GPP_STAGE_FINETUNE,
     GPP_STAGE_KIND_COUNT
 } gpp_stage_kind;
 
-/* "train", "grow", "push", "prune", "l1", "random", "scratch" ("?" when
- * out of range). */
+/* "train", "grow", "push", "prune", "l1", "random", "scratch", "finetune"
+ * ("?" when out of range). */
 const char *gpp_stage_kind_name(gpp_stage_kind kind);
 /* The kind called `name`: 0, or GPP_EINVAL. */
 int gpp_stage_kind_parse(const char *name, gpp_stage_kind *kind);
@@ -140,7 +147,8 @@ typedef struct gpp_stage_req {
     int iteration;               /* push/prune round 0, 1, ... (the eta schedule);
                                     grow: the module's number (1, 2, ...);
                                     l1 / random: the step of GPP's schedule they
-                                    follow (0: one-shot to the final widths) */
+                                    follow (0: one-shot to the final widths);
+                                    finetune: the recovered prune's round */
     const char *input;           /* input checkpoint; NULL for train */
     const char *output;          /* the checkpoint to write (atomically) */
     const char *reference;       /* l1 / random / scratch: the checkpoint whose

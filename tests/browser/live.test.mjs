@@ -77,7 +77,8 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     const jobId = decodeURIComponent(page.url().split('#/jobs/')[1]);
     assert.match(jobId, /^j[a-z2-7]+$/);
     const stages = page.locator('ol.timeline > li.stage');
-    assert.deepEqual(await stages.locator('.stage-name').allTextContents(), ['1. Train', '2. Push 1', '3. Prune 1']);
+    assert.deepEqual(await stages.locator('.stage-name').allTextContents(),
+      ['1. Train', '2. Push 1', '3. Prune 1', '4. Final recovery']);
 
     // The live view is on, and the charts gain points while the job runs.
     await page.locator('.live[data-live="open"]').waitFor({ timeout: 15000 });
@@ -111,8 +112,9 @@ test('a tiny job runs on local workers and its page follows it live, across a re
 
     // To the end.
     await page.locator('.state-slot .badge', { hasText: 'succeeded' }).waitFor({ timeout: 120000 });
+    // the only prune is the size-first model and had the final recovery: that stage is skipped
     assert.deepEqual(await stages.evaluateAll((els) => els.map((e) => e.dataset.state)),
-      ['succeeded', 'succeeded', 'succeeded']);
+      ['succeeded', 'succeeded', 'succeeded', 'skipped']);
     assert.equal((await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}`)).json.state, 'succeeded');
     // gppd ends the stream of a finished job: the page stops there instead of reconnecting.
     await page.locator('.live[data-live="ended"]', { hasText: 'finished' }).waitFor({ timeout: 10000 });

@@ -46,11 +46,11 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     // reason the first stage waits.
     assert.equal(await page.locator('.state-slot .badge').textContent(), 'queued');
     const stages = page.locator('ol.timeline > li.stage');
-    assert.equal(await stages.count(), 5);
+    assert.equal(await stages.count(), 6);
     assert.deepEqual(await stages.locator('.stage-name').allTextContents(),
-      ['1. Train', '2. Push 1', '3. Prune 1', '4. Push 2', '5. Prune 2']);
+      ['1. Train', '2. Push 1', '3. Prune 1', '4. Push 2', '5. Prune 2', '6. Final recovery']);
     assert.deepEqual(await stages.evaluateAll((els) => els.map((e) => e.dataset.state)),
-      ['queued', 'queued', 'queued', 'queued', 'queued']);
+      ['queued', 'queued', 'queued', 'queued', 'queued', 'queued']);
     assert.equal(await stages.first().locator('.stage-reason').textContent(), 'waiting for a worker');
     assert.match(await stages.nth(1).locator('.stage-reason').textContent(), /previous stage/);
     // The stored spec shows the defaults filled in.
@@ -148,7 +148,7 @@ test('cancel a queued job from its page, see the API error for a second cancel, 
     assert.equal(await page.getByRole('button', { name: 'Cancel job' }).isDisabled(), true);
     assert.equal(await page.getByRole('button', { name: 'Retry' }).isEnabled(), true);
     assert.deepEqual(await page.locator('ol.timeline > li.stage').evaluateAll((els) => els.map((e) => e.dataset.state)),
-      ['cancelled', 'cancelled', 'cancelled']);
+      ['cancelled', 'cancelled', 'cancelled', 'cancelled']);
     assert.match(await page.locator('.meta').textContent(), /cancelled by/);
     assert.equal((await apiCall(gppd, 'GET', `/api/v1/jobs/${job.id}`)).json.state, 'cancelled');
     await shot(page, 'job-cancelled');

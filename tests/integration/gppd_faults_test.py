@@ -597,7 +597,8 @@ def test_retries(g):
     w.result(a2['stage_id'], 1, b'stage 2 output')
     job = g.wait_job(job_id, timeout=30)
     assert job['state'] == 'succeeded', job
-    assert [s['attempt'] for s in job['stages']] == [3, 3, 1], job['stages']
+    assert [s['attempt'] for s in job['stages']] == [3, 3, 1, 0], job['stages']
+    assert job['stages'][3]['state'] == 'skipped', job['stages'][3]   # the only prune is size-first
     assert job['stages'][0]['output_sha256'] == sha0
     w.close(bye=True)
     g.stop()

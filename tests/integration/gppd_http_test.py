@@ -367,10 +367,10 @@ def test_submit_minimal(g):
     assert spec['iterations'] == 4 and spec['prune']['ratio'] == 0.3, spec
     assert spec['device'] == 'any' and spec['priority'] == 0 and spec['seed'] == 1, spec
     assert spec['name'] == 'lenet5-tiny', spec
-    # the chain: train, then 4 x (push, prune)
+    # the chain: train, then 4 x (push, prune), then the final recovery
     kinds = [s['kind'] for s in job['stages']]
-    assert kinds == ['train'] + ['push', 'prune'] * 4, kinds
-    assert [s['index'] for s in job['stages']] == list(range(9))
+    assert kinds == ['train'] + ['push', 'prune'] * 4 + ['finetune'], kinds
+    assert [s['index'] for s in job['stages']] == list(range(10))
     assert all(s['state'] == 'queued' and s['attempt'] == 0 for s in job['stages'])
     assert job['stages'][0]['reason'] == 'waiting_for_worker', job['stages'][0]
     assert job['progress'] == 0 and job['current_stage'] == 0, job
@@ -381,7 +381,8 @@ def test_submit_minimal(g):
                    'grow': {'enabled': True, 'max_modules': 2}})
     assert r.status == 201, r
     job = r.json()
-    assert [s['kind'] for s in job['stages']] == ['train', 'grow', 'grow', 'push', 'prune']
+    assert [s['kind'] for s in job['stages']] == ['train', 'grow', 'grow', 'push', 'prune',
+                                                  'finetune']
     assert job['stages'][0]['reason'] == 'waiting_for_gpu'
     h = g.get('/api/v1/health', token=None).json()
     assert h['queued'] == 2, h

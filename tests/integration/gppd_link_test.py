@@ -244,10 +244,14 @@ def test_two_workers(g):
     job = g.wait_job(job_id)
     assert job['state'] == 'succeeded', (job, g.log()[-4000:])
     kinds = [s['kind'] for s in job['stages']]
-    assert kinds == ['train', 'push', 'prune'], kinds
-    ran_on = {s['worker'] for s in job['stages']}
+    assert kinds == ['train', 'push', 'prune', 'finetune'], kinds
+    # the only prune is the size-first model and had the final recovery
+    ft = job['stages'][3]
+    assert ft['state'] == 'skipped' and ft['output_sha256'] is None, ft
+    assert ft['reason'] == 'the size-first model (stage 2) already had its final recovery', ft
+    ran_on = {s['worker'] for s in job['stages'][:3]}
     assert len(ran_on) == 2, ('stages did not spread over both workers', job['stages'])
-    for s in job['stages']:
+    for s in job['stages'][:3]:
         assert s['state'] == 'succeeded' and s['attempt'] == 1, s
         assert re.match(r'^[0-9a-f]{64}$', s['output_sha256']), s
         assert 0.0 <= s['summary']['val_accuracy'] <= 1.0 and s['summary']['params'] > 0, s
@@ -268,7 +272,7 @@ def test_two_workers(g):
     assert csv.status == 200 and csv.body.count(b'\n') == loss['points'] + 1, csv
     # architecture: every stage's widths
     arch = g.get('/api/v1/jobs/%s/architecture' % job_id).json()
-    assert [s['kind'] for s in arch['stages']] == kinds, arch
+    assert [s['kind'] for s in arch['stages']] == kinds[:3], arch   # the finished ones
     names = [l['name'] for l in arch['baseline']['layers']]
     assert names == ['conv1', 'conv2', 'fc1', 'fc2'], names
     assert arch['stages'][2]['params'] == job['stages'][2]['summary']['params'], arch
@@ -541,7 +545,7 @@ def test_liar(g):
     # the real job never noticed
     job = g.wait_job(job_id)
     assert job['state'] == 'succeeded', (job, g.log()[-4000:])
-    assert all(s['attempt'] == 1 for s in job['stages']), job['stages']
+    assert all(s['attempt'] == 1 for s in job['stages'] if s['state'] != 'skipped'), job['stages']
     assert job['stages'][0]['summary']['params'] != 1, job['stages'][0]
     assert 'liar_metric' not in g.get('/api/v1/jobs/%s/metrics' % job_id).json()['names']
     assert g.get('/api/v1/health', token=None).status == 200
@@ -729,17 +733,40 @@ def test_restart_local(g):
 
 def test_stop_rules(g):
     """A stop rule ends a job early: with stop.target_params reached after
-    the first prune, the remaining stages are skipped and the job succeeds
-    with the reason."""
+    the first of two prunes, the remaining push and prune are skipped, the
+    final recovery (finetune) runs on that prune's output for
+    prune.final_finetune_epochs, becomes the size-first and accuracy-first
+    model, and the job succeeds with the reason; the skip is in the job's
+    log before the job's end."""
     register_tiny(g)
     g.wait_workers(1)
-    job_id = g.submit(tiny_job(iterations=2, stop={'target_params': 10 ** 9}))
+    job_id = g.submit(tiny_job(iterations=2, stop={'target_params': 10 ** 9},
+                               prune={'final_finetune_epochs': 2}))
     job = g.wait_job(job_id)
     assert job['state'] == 'succeeded', job
-    assert [s['state'] for s in job['stages']] == ['succeeded'] * 3 + ['skipped'] * 2, job
+    st = job['stages']
+    assert [s['kind'] for s in st] == ['train', 'push', 'prune', 'push', 'prune', 'finetune'], st
+    assert [s['state'] for s in st] == ['succeeded'] * 3 + ['skipped'] * 2 + ['succeeded'], job
     assert job['reason'].startswith('stopped early') and 'target' in job['reason'], job
-    assert job['stages'][3]['reason'] == job['reason'], job['stages'][3]
-    assert job['stages_done'] == 5 and job['progress'] == 1, job
+    assert st[3]['reason'] == job['reason'] and st[4]['reason'] == job['reason'], st[3]
+    assert job['stages_done'] == 6 and job['progress'] == 1, job
+    # the recovery started from the prune's output, kept its widths, trained 2 epochs
+    ft = st[5]
+    assert ft['input_sha256'] == st[2]['output_sha256'], (ft, st[2])
+    assert ft['output_sha256'] and ft['output_sha256'] != st[2]['output_sha256'], ft
+    assert ft['summary']['from_stage'] == 2 and ft['summary']['finetune_epochs'] == 2, ft
+    assert ft['summary']['params'] == st[2]['summary']['params'], (ft, st[2])
+    for k in ('size_first', 'accuracy_first'):
+        assert job['summary'][k]['stage'] == 5 and job['summary'][k]['kind'] == 'finetune', \
+            job['summary']
+    m = g.get('/api/v1/jobs/%s/metrics?stage=5&name=lr' % job_id).json()['series']['lr']
+    assert len(m['iteration']) > 0, m
+    # the model download is the recovered one
+    r = g.get('/api/v1/jobs/%s/model' % job_id)
+    assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == ft['output_sha256']
+    logs = g.get('/api/v1/jobs/%s/logs' % job_id).json()['logs']
+    assert any(l['message'] == job['reason'] and l['source'] == 'daemon' and l['stage'] == 2
+               for l in logs), logs
 
 
 def wait_frame(raw, want, timeout=15):
@@ -851,7 +878,8 @@ def test_walkthrough(g):
     assert job['state'] == 'succeeded', job
     assert '"state":"succeeded"' in p.stdout and '%s succeeded' % job['id'] in p.stdout, p.stdout
     with open(os.path.join(work, 'model.gppm'), 'rb') as f:
-        assert hashlib.sha256(f.read()).hexdigest() == job['stages'][-1]['output_sha256']
+        last = [s for s in job['stages'] if s['output_sha256']][-1]   # the latest good
+        assert hashlib.sha256(f.read()).hexdigest() == last['output_sha256']
     assert os.path.getsize(os.path.join(work, 'model.onnx')) > 1000
     with open(os.path.join(work, 'metrics.csv')) as f:
         head = f.readline().strip()

@@ -87,7 +87,8 @@ def job_spec(seed, dataset='tiny'):
             'max_restarts': 10,
             'train': {'epochs': 1, 'batch_size': 16},
             'push': {'epochs': 1},
-            'prune': {'finetune_epochs': 1, 'reconstruct_samples': 16, 'samples_per_class': 2},
+            'prune': {'finetune_epochs': 1, 'final_finetune_epochs': 0,   # no finetune stage
+                      'reconstruct_samples': 16, 'samples_per_class': 2},
             'iterations': 2,
             'stop': {'max_accuracy_drop': 1.0},
             'data': {'train_limit': 2000, 'test_limit': 100}}

@@ -15,6 +15,7 @@
 #include "gpp/jobspec.h"
 
 #include "gpp/netdesc.h"
+#include "gpp/pick.h"
 
 /* A spec with the two required fields and one more fragment. */
 #define S(x) "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\"," x "}"
@@ -605,7 +606,7 @@ static void test_defaults_filled(void **state)
     assert_true(s->data.val_fraction == 0.1);
     assert_int_equal(s->data.augment, GPP_AUGMENT_AUTO);
     assert_true(s->data.normalize);
-    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 0 + 8);
+    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 0 + 8 + 1);   /* + finetune */
     gpp_jobspec_free(s);
 }
 
@@ -671,19 +672,70 @@ static void test_default_name_rules(void **state)
     gpp_jobspec_free(s);
 }
 
+/* gpp_pick_models: baseline, accuracy-first, size-first; a finetune result
+ * takes the place of the prune it recovered. */
+static void test_pick_models(void **state)
+{
+    (void)state;
+    const gpp_pick_role O = GPP_PICK_OTHER, B = GPP_PICK_BASE, P = GPP_PICK_PRUNE,
+                        F = GPP_PICK_FINETUNE;
+    int b, a, z;
+    /* no result yet */
+    gpp_pick_models(NULL, 0, 0.01, &b, &a, &z);
+    assert_true(b == -1 && a == -1 && z == -1);
+    /* train, push, prune, push, prune, push, prune: the third prune fell too far */
+    gpp_pick_item it[9] = {
+        {B, -1, 0.90, 1000}, {O, -1, 0.95, 1000}, {P, -1, 0.905, 700}, {O, -1, 0.99, 700},
+        {P, -1, 0.895, 400}, {O, -1, 0.99, 400}, {P, -1, 0.85, 200},
+    };
+    gpp_pick_models(it, 3, 0.01, &b, &a, &z);
+    assert_true(b == 0 && a == 2 && z == 2);
+    gpp_pick_models(it, 7, 0.01, &b, &a, &z);
+    assert_true(b == 0 && a == 2 && z == 4);   /* 0.895 >= 0.90 - 0.01; 0.85 is not */
+    gpp_pick_models(it, 7, 0.001, &b, &a, &z);
+    assert_true(a == 2 && z == 2);
+    gpp_pick_models(it, 7, 0.0, &b, &a, &z);
+    assert_true(a == 2 && z == 2);
+    /* none within the drop: size-first is accuracy-first */
+    it[2].val = 0.5;
+    gpp_pick_models(it, 7, 0.0, &b, &a, &z);
+    assert_true(a == 4 && z == 4);
+    it[2].val = 0.905;
+    /* the final recovery of prune 4 stands in for it, for both picks */
+    it[7] = (gpp_pick_item){F, 4, 0.93, 400};
+    gpp_pick_models(it, 8, 0.01, &b, &a, &z);
+    assert_true(b == 0 && a == 7 && z == 7);
+    /* a recovery that fell below the bound: the next smallest within it */
+    it[7].val = 0.70;
+    gpp_pick_models(it, 8, 0.01, &b, &a, &z);
+    assert_true(a == 2 && z == 2);
+    /* a later base (grow) moves the bound; NULL outs are fine */
+    it[8] = (gpp_pick_item){B, -1, 0.99, 1000};
+    gpp_pick_models(it, 9, 0.01, &b, NULL, &z);
+    assert_true(b == 8 && z == 2);   /* nothing within 0.98: accuracy-first */
+    gpp_pick_models(it, 9, 0.01, NULL, NULL, NULL);
+}
+
 static void test_stage_count(void **state)
 {
     (void)state;
     gpp_error e;
     gpp_jobspec *s = NULL;
     assert_int_equal(parse(S("\"grow\":{\"enabled\":true,\"max_modules\":3},\"iterations\":2"), &s, &e), 0);
-    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 3 + 4);
+    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 3 + 4 + 1);
     gpp_jobspec_free(s);
     assert_int_equal(parse(S("\"grow\":{\"enabled\":false,\"max_modules\":3},\"iterations\":2"), &s, &e), 0);
-    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 4);
+    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 4 + 1);
     gpp_jobspec_free(s);
     assert_int_equal(parse("{\"dataset\":\"d\",\"model\":{\"checkpoint\":\"j\"},\"iterations\":1}", &s, &e), 0);
-    assert_int_equal(gpp_jobspec_stage_count(s), 2);
+    assert_int_equal(gpp_jobspec_stage_count(s), 3);
+    gpp_jobspec_free(s);
+    /* no final recovery: none asked for, or no loop to recover from */
+    assert_int_equal(parse(S("\"iterations\":2,\"prune\":{\"final_finetune_epochs\":0}"), &s, &e), 0);
+    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 4);
+    gpp_jobspec_free(s);
+    assert_int_equal(parse(S("\"iterations\":0"), &s, &e), 0);
+    assert_int_equal(gpp_jobspec_stage_count(s), 1);
     gpp_jobspec_free(s);
     assert_int_equal(gpp_jobspec_stage_count(NULL), 0);
 }
@@ -1155,6 +1207,7 @@ int main(void)
         cmocka_unit_test(test_prune_ratio_error_shape),
         cmocka_unit_test(test_default_name_rules),
         cmocka_unit_test(test_stage_count),
+        cmocka_unit_test(test_pick_models),
         cmocka_unit_test(test_labels_parsed_sorted),
         cmocka_unit_test(test_nesting_bomb),
         cmocka_unit_test(test_nesting_33_in_spec),

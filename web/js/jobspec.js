@@ -91,7 +91,7 @@ export const SECTIONS = [
       { path: 'prune.max_accuracy_drop', type: 'num', def: 0.01, rule: '[0, 1]' },
       { path: 'prune.samples_per_class', type: 'int', def: 10, rule: 'integer 1…10000' },
       { path: 'prune.finetune_epochs', type: 'int', def: 1, rule: 'integer 0…1000' },
-      { path: 'prune.final_finetune_epochs', type: 'int', def: 9, rule: 'integer 0…1000: more fine-tuning in the last round (the final model at its final widths)' },
+      { path: 'prune.final_finetune_epochs', type: 'int', def: 9, rule: 'integer 0…1000: the final recovery: more fine-tuning of the final model at its final widths (in the last round, or a finetune stage when the loop stops early)' },
       { path: 'prune.distill', type: 'num', def: 0, rule: '[0, 100]: distillation weight in the fine-tunes (0 = off)' },
       { path: 'prune.distill_temperature', type: 'num', def: 4, rule: '(0, 100]' },
       { path: 'prune.reconstruct', type: 'bool', def: false, rule: 'least-squares reconstruction after pruning' },

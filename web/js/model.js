@@ -29,6 +29,7 @@ export function stageLabel(st, total) {
   if (!st) return '–';
   if (!st.kind) return total ? `stage ${st.idx + 1} of ${total}` : `stage ${st.idx + 1}`;
   const kind = String(st.kind || 'stage');
+  if (kind === 'finetune') return 'Final recovery';
   const name = kind.charAt(0).toUpperCase() + kind.slice(1);
   return st.round ? `${name} ${st.round}` : name;
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gpp/ckpt.h"
+#include "gpp/pick.h"
 #include "gpp/stages.h"
 
 #define MAX_STAGES 256
@@ -234,29 +235,35 @@ static int baseline_of(const runner *r)
     return b;
 }
 
-/* accuracy-first (best validation accuracy) and size-first (fewest params
- * within stop.max_accuracy_drop of the baseline) among the prune results;
- * the baseline when there is none. */
+/* The result whose stage index is `index`, or -1. */
+static int result_at(const runner *r, int index)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->res[i].index == index) return i;
+    return -1;
+}
+
+/* accuracy-first and size-first (gpp/pick.h, the daemon's rule too) among
+ * the prune results and the final recovery; the baseline when there is
+ * none. */
 static void pick_models(const runner *r, int *acc_first, int *size_first)
 {
-    int b = baseline_of(r);
-    double base_val = b >= 0 ? num(r->res[b].summary, "val_accuracy", 0) : 0;
-    *acc_first = *size_first = b;
-    double best = -1, small = INFINITY;
+    gpp_pick_item items[MAX_STAGES];
     for (int i = 0; i < r->n; i++) {
-        if (r->res[i].kind != GPP_STAGE_PRUNE) continue;
-        double v = num(r->res[i].summary, "val_accuracy", 0);
-        double p = num(r->res[i].summary, "params", INFINITY);
-        if (v > best) {
-            best = v;
-            *acc_first = i;
-        }
-        if (v >= base_val - r->spec->stop.max_accuracy_drop - 1e-12 && p < small) {
-            small = p;
-            *size_first = i;
-        }
+        gpp_stage_kind k = r->res[i].kind;
+        items[i] = (gpp_pick_item){
+            .role = k == GPP_STAGE_TRAIN || k == GPP_STAGE_GROW ? GPP_PICK_BASE
+                    : k == GPP_STAGE_PRUNE                     ? GPP_PICK_PRUNE
+                    : k == GPP_STAGE_FINETUNE                  ? GPP_PICK_FINETUNE
+                                                               : GPP_PICK_OTHER,
+            .from = k == GPP_STAGE_FINETUNE
+                        ? result_at(r, (int)num(r->res[i].summary, "from_stage", -1))
+                        : -1,
+            .val = num(r->res[i].summary, "val_accuracy", 0),
+            .params = num(r->res[i].summary, "params", INFINITY),
+        };
     }
-    if (*size_first == b && *acc_first != b) *size_first = *acc_first;
+    gpp_pick_models(items, r->n, r->spec->stop.max_accuracy_drop, NULL, acc_first, size_first);
 }
 
 typedef struct next {
@@ -352,16 +359,33 @@ static int plan(runner *r, next *nx)
     }
     if (!stopped && !r->stop_reason[0])
         snprintf(r->stop_reason, sizeof r->stop_reason, "%d iterations done", prunes);
-    if (!r->baselines || prunes == 0) return 0;
+    if (prunes == 0) return 0;
     int af, sf;
     pick_models(r, &af, &sf);
+    /* the final recovery: only the last planned prune carries
+     * prune.final_finetune_epochs; when the size-first model is another
+     * prune (the loop stopped early, or the last prune fell below the
+     * accuracy bound), it gets its own */
+    int finetunes = count_kind(r, GPP_STAGE_FINETUNE);
+    if (sp->prune.final_finetune_epochs > 0 && finetunes == 0 && sf >= 0 &&
+        r->res[sf].kind == GPP_STAGE_PRUNE && r->res[sf].iteration != sp->iterations - 1) {
+        nx->kind = GPP_STAGE_FINETUNE;
+        nx->iteration = r->res[sf].iteration;
+        nx->input = sf;
+        return 1;
+    }
+    if (!r->baselines) return 0;
     /* the budget: every epoch GPP trained after the baseline (each prune
-     * records its fine-tune epochs: the last may hold the final recovery) */
+     * records its fine-tune epochs: the last may hold the final recovery;
+     * a finetune stage records its own) */
     int epochs_after = pushes * sp->push.epochs;
     for (int i = 0; i < r->n; i++)
         if (r->res[i].kind == GPP_STAGE_PRUNE)
             epochs_after += (int)num(r->res[i].summary, "finetune_epochs",
                                      sp->prune.finetune_epochs);
+        else if (r->res[i].kind == GPP_STAGE_FINETUNE)
+            epochs_after += (int)num(r->res[i].summary, "finetune_epochs",
+                                     sp->prune.final_finetune_epochs);
     int epochs_total = sp->train.epochs + grows * sp->grow.epochs + epochs_after;
     static const gpp_stage_kind order[3] = {GPP_STAGE_L1, GPP_STAGE_RANDOM, GPP_STAGE_SCRATCH};
     for (int k = 0; k < 3; k++) {
@@ -378,7 +402,12 @@ static int plan(runner *r, next *nx)
      * the epochs GPP trained at it: step 1 trains the baseline's widths for
      * the first push's epochs (nothing to cut), step j+1 cuts the previous
      * step to the j-th prune's widths and trains that prune's fine-tune plus
-     * the push GPP ran at those widths before its next prune */
+     * the push GPP ran at those widths before its next prune; a final
+     * recovery is one more step at the same widths */
+    int recovered = r->res[sf].kind == GPP_STAGE_FINETUNE
+                        ? result_at(r, (int)num(r->res[sf].summary, "from_stage", -1))
+                        : -1;
+    int end = recovered >= 0 ? recovered : sf;
     for (int k = 0; k < 2; k++) {
         int prev = b, step = 0;
         for (int i = b; i <= sf; i++) {
@@ -386,9 +415,12 @@ static int plan(runner *r, next *nx)
             if (i == b) {
                 if (sp->push.epochs <= 0 || r->res[b + 1].kind != GPP_STAGE_PUSH) continue;
                 budget = sp->push.epochs;
-            } else if (r->res[i].kind == GPP_STAGE_PRUNE) {
+            } else if (i <= end && r->res[i].kind == GPP_STAGE_PRUNE) {
                 budget = (int)num(r->res[i].summary, "finetune_epochs", sp->prune.finetune_epochs) +
-                         (i + 1 < sf && r->res[i + 1].kind == GPP_STAGE_PUSH ? sp->push.epochs : 0);
+                         (i + 1 < end && r->res[i + 1].kind == GPP_STAGE_PUSH ? sp->push.epochs : 0);
+            } else if (i == sf && recovered >= 0) {
+                budget = (int)num(r->res[i].summary, "finetune_epochs",
+                                  sp->prune.final_finetune_epochs);
             } else {
                 continue;
             }
@@ -403,9 +435,11 @@ static int plan(runner *r, next *nx)
             nx->input = prev;
             nx->reference = i;
             nx->budget = budget;
-            /* the prune that held the final recovery: the last iteration's */
-            nx->final_widths = r->res[i].kind == GPP_STAGE_PRUNE &&
-                               r->res[i].iteration == sp->iterations - 1;
+            /* the step that holds the final recovery: the last iteration's
+             * prune, or the finetune stage */
+            nx->final_widths = r->res[i].kind == GPP_STAGE_FINETUNE ||
+                               (r->res[i].kind == GPP_STAGE_PRUNE &&
+                                r->res[i].iteration == sp->iterations - 1);
             return 1;
         }
     }
@@ -577,7 +611,9 @@ static void usage(FILE *f)
             "                      [--threads N] [--device cpu|cuda[:N]] [--datasets DIR]\n"
             "\n"
             "Run a whole Grow-Push-Prune job here, no daemon: train, grow while it pays,\n"
-            "then iterations x (push, prune + fine-tune) with the stop rules.  Writes\n"
+            "then iterations x (push, prune + fine-tune) with the stop rules, and the\n"
+            "final recovery (finetune) of the size-first model when the loop stopped\n"
+            "before its last prune.  Writes\n"
             "DIR/metrics.jsonl, DIR/stage-NN-KIND.gppm after each stage and\n"
             "DIR/summary.json.  --resume carries on after the last completed stage;\n"
             "--baselines adds L1-norm and random pruning to the size-first model's\n"

@@ -767,6 +767,30 @@ static int stage_prune(gpp__stage *s, cJSON **summary)
     return finish(s, -1, -1, summary);
 }
 
+/* The final recovery when the loop ended early: the size-first prune
+ * result, which had prune.finetune_epochs only, fine-tuned
+ * prune.final_finetune_epochs more at prune.final_lr (one lr cycle), as
+ * the last planned prune would have been.  No distillation: the teacher
+ * would be the net itself. */
+static int stage_finetune(gpp__stage *s, cJSON **summary)
+{
+    const gpp_jobspec *sp = s->spec;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(s->in_doc, "meta");
+    const cJSON *from = cJSON_GetObjectItemCaseSensitive(meta, "stage_index");
+    int rc;
+    if ((rc = extra_num(s, "from_stage", cJSON_IsNumber(from) ? from->valuedouble : -1)) != 0 ||
+        (rc = extra_num(s, "finetune_epochs", sp->prune.final_finetune_epochs)) != 0 ||
+        (rc = extra_num(s, "val_before", input_summary_num(s, "val_accuracy"))) != 0)
+        return rc;
+    gpp__log(s, "final recovery of stage %d: %d epochs at peak lr %g",
+             cJSON_IsNumber(from) ? (int)from->valuedouble : -1, sp->prune.final_finetune_epochs,
+             final_lr(sp));
+    gpp__phase ph = {.name = "finetune", .epochs = sp->prune.final_finetune_epochs,
+                     .lr = final_lr(sp), .salt = SALT_TUNE};
+    if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
+    return finish(s, -1, -1, summary);
+}
+
 static int stage_baseline(gpp__stage *s, cJSON **summary)
 {
     const gpp_jobspec *sp = s->spec;
@@ -923,6 +947,9 @@ int gpp_stage_run(const gpp_stage_req *req, const gpp_stage_io *io, cJSON **summ
         break;
     case GPP_STAGE_PRUNE:
         rc = stage_prune(&s, summary);
+        break;
+    case GPP_STAGE_FINETUNE:
+        rc = stage_finetune(&s, summary);
         break;
     default:
         rc = stage_baseline(&s, summary);

@@ -11,7 +11,7 @@
 #include "stages_internal.h"
 
 static const char *const kind_names[GPP_STAGE_KIND_COUNT] = {
-    "train", "grow", "push", "prune", "l1", "random", "scratch",
+    "train", "grow", "push", "prune", "l1", "random", "scratch", "finetune",
 };
 
 /* gpp_stage_kind_name: see gpp/stages.h. */

@@ -55,6 +55,11 @@ int wl_chain_stage(const gpp_jobspec *spec, int index, gpp_stage_kind *kind, int
             return 0;
         }
     }
+    if (index == n && spec->iterations > 0 && spec->prune.final_finetune_epochs > 0) {
+        *kind = GPP_STAGE_FINETUNE;
+        *round = 0;
+        return 0;
+    }
     return -1;
 }
 
@@ -166,8 +171,8 @@ void wl_stage_thread(void *arg)
         goto done;
     }
     static const gpp_stage_kind want[] = {GPP_STAGE_TRAIN, GPP_STAGE_GROW, GPP_STAGE_PUSH,
-                                          GPP_STAGE_PRUNE};
-    if ((int)j->kind > 3 || want[j->kind] != kind) {
+                                          GPP_STAGE_PRUNE, GPP_STAGE_FINETUNE};
+    if ((int)j->kind > 4 || want[j->kind] != kind) {
         rc = gpp_error_set(err, GPP_EINVAL, "invalid_argument", "kind",
                            "stage %d of this job is a %s stage, not %s", j->index,
                            gpp_stage_kind_name(kind), gpp_proto_stage_kind_name((int)j->kind));

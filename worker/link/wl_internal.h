@@ -115,7 +115,8 @@ void wl_stage_thread(void *arg);
 
 /* The stage kind and round of chain position `index` of a job (the chain
  * rule of gppd: train unless the model is a checkpoint, grow x max_modules
- * when grow is enabled, then iterations x (push, prune)).  0, or -1 past
+ * when grow is enabled, then iterations x (push, prune), then finetune
+ * when iterations > 0 and prune.final_finetune_epochs > 0).  0, or -1 past
  * the end. */
 int wl_chain_stage(const gpp_jobspec *spec, int index, gpp_stage_kind *kind, int *round);
 

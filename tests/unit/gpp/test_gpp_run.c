@@ -379,12 +379,112 @@ static void test_final_lr(void **state)
     free(dir);
 }
 
+/* The final recovery when a stop rule ends the loop early: with
+ * stop.target_params met by the first of three prunes, a finetune stage
+ * fine-tunes that prune prune.final_finetune_epochs at prune.final_lr and
+ * becomes the size-first and accuracy-first model (the prune it recovered
+ * is no longer a candidate); the L1 baseline trains at its widths for
+ * every epoch GPP trained after the baseline, the recovery's included;
+ * --resume of the finished folder runs nothing more. */
+static void test_final_recovery(void **state)
+{
+    (void)state;
+    char job[4200], a[4200], p[4300];
+    char *dir = job_dir(
+        "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
+        "\"iterations\":3,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":2,"
+        "\"lr\":0.02,\"final_lr\":0.004,\"compare_cut\":false},\"push\":{\"epochs\":0},"
+        "\"stop\":{\"target_params\":1000000000,\"max_accuracy_drop\":1},"
+        "\"data\":{\"train_limit\":600,\"test_limit\":200}}\n",
+        job, a);
+    char *argv[7] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1"};
+    assert_int_equal(gpp_run_main(7, argv), 0);
+    static const char *const files[4] = {"stage-00-train.gppm", "stage-01-prune.gppm",
+                                         "stage-02-finetune.gppm", "stage-03-l1.gppm"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/%s", a, files[k]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+    snprintf(p, sizeof p, "%s/stage-04-prune.gppm", a);
+    assert_int_not_equal(access(p, F_OK), 0);   /* the loop stopped */
+    snprintf(p, sizeof p, "%s/summary.json", a);
+    cJSON *sum = read_json(p);
+    const char *stopped = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(sum, "stopped"));
+    assert_true(stopped && strstr(stopped, "target"));
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(sum, "stages");
+    assert_int_equal(cJSON_GetArraySize(stages), 3);
+    const cJSON *prune = cJSON_GetArrayItem(stages, 1), *ft = cJSON_GetArrayItem(stages, 2);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ft, "stage")),
+                        "finetune");
+    assert_int_equal((int)num(prune, "finetune_epochs"), 1);
+    assert_int_equal((int)num(ft, "finetune_epochs"), 2);
+    assert_int_equal((int)num(ft, "from_stage"), 1);
+    assert_true(num(ft, "val_before") == num(prune, "val_accuracy"));
+    same_widths(ft, prune);
+    assert_true(num(ft, "params") == num(prune, "params"));
+    for (int k = 0; k < 2; k++) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(sum, k ? "size_first" : "accuracy_first");
+        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "file")),
+                            "stage-02-finetune.gppm");
+    }
+    const cJSON *l1 = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(sum, "baselines"), "l1");
+    assert_int_equal((int)num(l1, "budget_epochs"), 1 + 2);
+    same_widths(l1, ft);
+    cJSON_Delete(sum);
+    /* the recovery's steps: two epochs, peak lr prune.final_lr */
+    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    char line[4096];
+    double peak = 0, last_epoch = 0;
+    int steps = 0;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
+        const char *stage = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "stage"));
+        if (type && stage && strcmp(type, "iteration") == 0 && strcmp(stage, "finetune") == 0) {
+            assert_int_equal((int)num(j, "stage_index"), 2);
+            if (num(j, "lr") > peak) peak = num(j, "lr");
+            last_epoch = num(j, "epoch");
+            steps++;
+        }
+        cJSON_Delete(j);
+    }
+    fclose(f);
+    assert_true(steps > 0);
+    assert_true(peak > 0.003 && peak <= 0.004 + 1e-9);
+    assert_true(fabs(last_epoch - 2.0) < 1e-6);
+    /* nothing is left to do */
+    snprintf(p, sizeof p, "%s/summary.json", a);
+    size_t len0, len1;
+    unsigned char *before = sf_read(p, &len0);
+    char *argr[8] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1", "--resume"};
+    assert_int_equal(gpp_run_main(8, argr), 0);
+    snprintf(p, sizeof p, "%s/stage-04-finetune.gppm", a);
+    assert_int_not_equal(access(p, F_OK), 0);
+    snprintf(p, sizeof p, "%s/summary.json", a);
+    unsigned char *after = sf_read(p, &len1);
+    cJSON *sa = cJSON_Parse((const char *)before), *sb = cJSON_Parse((const char *)after);
+    cJSON_DeleteItemFromObjectCaseSensitive(sa, "elapsed_s");
+    cJSON_DeleteItemFromObjectCaseSensitive(sb, "elapsed_s");
+    assert_true(cJSON_Compare(sa, sb, 1));
+    cJSON_Delete(sa);
+    cJSON_Delete(sb);
+    free(before);
+    free(after);
+    sf_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_baselines_list),
         cmocka_unit_test(test_final_lr),
+        cmocka_unit_test(test_final_recovery),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
