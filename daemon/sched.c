@@ -657,7 +657,8 @@ int sched_stage_succeeded(sched *s, int64_t job_seq, int idx, int attempt,
             /* every remaining stage but the final recovery */
             skip_through = has_final ? (int)n - 2 : (int)n - 1;
             snprintf(skip_reason, sizeof skip_reason, "%s", job_reason);
-        } else if (has_final && (size_t)idx + 2 == n) {
+        }
+        if (has_final && (size_t)idx + 2 == n) {
             /* the last prune had the final recovery: the finetune stage is
              * needed only when the size-first result is another prune */
             int size = -1;

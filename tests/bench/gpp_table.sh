@@ -143,11 +143,16 @@ spec = json.load(open(f"{out}/gpp/job.json"))
 def epochs_at_width(s):
     # epochs the model trained at its own widths: the baseline its train
     # (+ grow) epochs, a prune its fine-tune (the last one holds the final
-    # recovery), a baseline row its budget
+    # recovery), a finetune stage its prune's fine-tune and its own, a
+    # baseline row its budget
     if s.get("stage") in ("train", "grow"):
         return spec["train"]["epochs"]
     if s.get("stage") == "prune":
         return s.get("finetune_epochs", spec["prune"]["finetune_epochs"])
+    if s.get("stage") == "finetune":   # the final recovery of an earlier prune: both fine-tunes
+        pool = a["stages"] if s is a["size_first"] else g["stages"]
+        src = next(x for x in pool if x["index"] == s["from_stage"])
+        return src.get("finetune_epochs", spec["prune"]["finetune_epochs"]) + s["finetune_epochs"]
     if "budget_epochs" in s:
         return s["budget_epochs"]
     # checkpoints from before budget_epochs was recorded: the runner's rule

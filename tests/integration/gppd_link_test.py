@@ -767,6 +767,17 @@ def test_stop_rules(g):
     logs = g.get('/api/v1/jobs/%s/logs' % job_id).json()['logs']
     assert any(l['message'] == job['reason'] and l['source'] == 'daemon' and l['stage'] == 2
                for l in logs), logs
+    # the rule met by the last prune, which is size-first and had the final
+    # recovery: the finetune stage is skipped, the job keeps the rule's reason
+    job_id = g.submit(tiny_job(iterations=1, stop={'target_params': 10 ** 9},
+                               prune={'final_finetune_epochs': 2}))
+    job = g.wait_job(job_id)
+    assert job['state'] == 'succeeded', job
+    st = job['stages']
+    assert [s['state'] for s in st] == ['succeeded'] * 3 + ['skipped'], st
+    assert st[3]['reason'] == 'the size-first model (stage 2) already had its final recovery', st
+    assert job['reason'].startswith('stopped early') and 'target' in job['reason'], job
+    assert job['summary']['size_first']['stage'] == 2, job['summary']
 
 
 def wait_frame(raw, want, timeout=15):
