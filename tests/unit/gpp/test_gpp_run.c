@@ -385,7 +385,8 @@ static void test_final_lr(void **state)
  * becomes the size-first and accuracy-first model (the prune it recovered
  * is no longer a candidate); the L1 baseline trains at its widths for
  * every epoch GPP trained after the baseline, the recovery's included;
- * --resume of the finished folder runs nothing more. */
+ * the same-schedule chains end with a step at the recovery's widths that
+ * trains its epochs; --resume of the finished folder runs nothing more. */
 static void test_final_recovery(void **state)
 {
     (void)state;
@@ -397,16 +398,19 @@ static void test_final_recovery(void **state)
         "\"stop\":{\"target_params\":1000000000,\"max_accuracy_drop\":1},"
         "\"data\":{\"train_limit\":600,\"test_limit\":200}}\n",
         job, a);
-    char *argv[7] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1"};
-    assert_int_equal(gpp_run_main(7, argv), 0);
-    static const char *const files[4] = {"stage-00-train.gppm", "stage-01-prune.gppm",
-                                         "stage-02-finetune.gppm", "stage-03-l1.gppm"};
-    for (int k = 0; k < 4; k++) {
+    char *argv[8] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1",
+                     "--schedule-baselines"};
+    assert_int_equal(gpp_run_main(8, argv), 0);
+    static const char *const files[8] = {
+        "stage-00-train.gppm", "stage-01-prune.gppm", "stage-02-finetune.gppm",
+        "stage-03-l1.gppm", "stage-04-l1.gppm", "stage-05-l1.gppm", "stage-06-random.gppm",
+        "stage-07-random.gppm"};
+    for (int k = 0; k < 8; k++) {
         snprintf(p, sizeof p, "%s/%s", a, files[k]);
         assert_int_equal(access(p, R_OK), 0);
     }
-    snprintf(p, sizeof p, "%s/stage-04-prune.gppm", a);
-    assert_int_not_equal(access(p, F_OK), 0);   /* the loop stopped */
+    snprintf(p, sizeof p, "%s/stage-08-random.gppm", a);
+    assert_int_not_equal(access(p, F_OK), 0);   /* two steps per chain */
     snprintf(p, sizeof p, "%s/summary.json", a);
     cJSON *sum = read_json(p);
     const char *stopped = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(sum, "stopped"));
@@ -431,6 +435,13 @@ static void test_final_recovery(void **state)
         cJSON_GetObjectItemCaseSensitive(sum, "baselines"), "l1");
     assert_int_equal((int)num(l1, "budget_epochs"), 1 + 2);
     same_widths(l1, ft);
+    for (int k = 0; k < 2; k++) {   /* step 1: the prune's widths, 1 epoch; step 2: the recovery's */
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(sum, "baselines"), k ? "random_schedule" : "l1_schedule");
+        assert_int_equal((int)num(c, "iteration"), 2);
+        assert_int_equal((int)num(c, "budget_epochs"), 2);
+        same_widths(c, ft);
+    }
     cJSON_Delete(sum);
     /* the recovery's steps: two epochs, peak lr prune.final_lr */
     snprintf(p, sizeof p, "%s/metrics.jsonl", a);
@@ -460,9 +471,10 @@ static void test_final_recovery(void **state)
     snprintf(p, sizeof p, "%s/summary.json", a);
     size_t len0, len1;
     unsigned char *before = sf_read(p, &len0);
-    char *argr[8] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1", "--resume"};
-    assert_int_equal(gpp_run_main(8, argr), 0);
-    snprintf(p, sizeof p, "%s/stage-04-finetune.gppm", a);
+    char *argr[9] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1",
+                     "--schedule-baselines", "--resume"};
+    assert_int_equal(gpp_run_main(9, argr), 0);
+    snprintf(p, sizeof p, "%s/stage-08-random.gppm", a);
     assert_int_not_equal(access(p, F_OK), 0);
     snprintf(p, sizeof p, "%s/summary.json", a);
     unsigned char *after = sf_read(p, &len1);
