@@ -95,8 +95,8 @@ static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
     drop = sum_num(stop, "max_accuracy_drop", drop);
     cJSON_Delete(spec);
     int acc = base, size = base;
-    if (base >= 0)
-        sched_pick_stages(st, n, drop, -1, NULL, NULL, &acc, &size);
+    if (base >= 0 && sums)
+        sched_pick_parsed(st, (const cJSON *const *)sums, n, drop, NULL, &acc, &size);
     cJSON_AddItemToObject(out, "baseline", base >= 0 ? pick_json(&st[base], sums[base])
                                                      : cJSON_CreateNull());
     cJSON_AddItemToObject(out, "current", last >= 0 ? pick_json(&st[last], sums[last])

@@ -131,6 +131,10 @@ int sched_pass(sched *s, sched_worker *workers, size_t n_workers, sched_assign_f
  * Any out pointer may be NULL. */
 void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int over_idx,
                        const cJSON *over, int *base, int *acc_first, int *size_first);
+/* The same with the summaries already parsed: sums[i] is stage i's (NULL:
+ * not a result, e.g. not succeeded). */
+void sched_pick_parsed(const store_stage *st, const cJSON *const *sums, size_t n,
+                       double max_drop, int *base, int *acc_first, int *size_first);
 
 /* The stage's worker sent its result (output uploaded and verified): the
  * stage succeeds, with skips per the job's rules (see above). */

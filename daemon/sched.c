@@ -548,23 +548,16 @@ static double num(const cJSON *o, const char *key, double def)
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
-void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int over_idx,
-                       const cJSON *over, int *base, int *acc_first, int *size_first)
+void sched_pick_parsed(const store_stage *st, const cJSON *const *sums, size_t n,
+                       double max_drop,
+                       int *base, int *acc_first, int *size_first)
 {
     gpp_pick_item *items = calloc(n ? n : 1, sizeof *items);
     int b = -1, a = -1, z = -1, first = -1, bases = 0;
     for (size_t i = 0; items && i < n; i++) {
-        cJSON *own = NULL;
-        const cJSON *sum = NULL;
-        if ((int)i == over_idx && over) {
-            sum = over;
-        } else if (strcmp(st[i].state, "succeeded") == 0 && st[i].summary) {
-            sum = own = cJSON_Parse(st[i].summary);
-        }
-        if (!cJSON_IsObject(sum)) {
-            cJSON_Delete(own);
+        const cJSON *sum = sums[i];
+        if (!cJSON_IsObject(sum))
             continue;
-        }
         const char *k = st[i].kind;
         bool is_base = strcmp(k, "train") == 0 || strcmp(k, "grow") == 0;
         items[i] = (gpp_pick_item){
@@ -581,7 +574,6 @@ void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int ove
         bases += is_base;
         if (first < 0)
             first = (int)i;
-        cJSON_Delete(own);
     }
     if (items && bases == 0 && first >= 0)
         items[first].role = GPP_PICK_BASE;   /* a job that starts from a trained checkpoint */
@@ -594,6 +586,25 @@ void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int ove
         *acc_first = a;
     if (size_first)
         *size_first = z;
+}
+
+void sched_pick_stages(const store_stage *st, size_t n, double max_drop, int over_idx,
+                       const cJSON *over, int *base, int *acc_first, int *size_first)
+{
+    cJSON **own = calloc(n ? n : 1, sizeof *own);
+    const cJSON **sums = calloc(n ? n : 1, sizeof *sums);
+    bool ok = own && sums;
+    for (size_t i = 0; ok && i < n; i++)
+        if ((int)i != over_idx && strcmp(st[i].state, "succeeded") == 0 && st[i].summary)
+            sums[i] = own[i] = cJSON_Parse(st[i].summary);
+    if (ok && over_idx >= 0 && (size_t)over_idx < n)
+        sums[over_idx] = over;
+    /* out of memory: no stages, so no pick (-1) */
+    sched_pick_parsed(st, sums, ok ? n : 0, max_drop, base, acc_first, size_first);
+    for (size_t i = 0; own && i < n; i++)
+        cJSON_Delete(own[i]);
+    free(own);
+    free(sums);
 }
 
 /* The stop rule a prune result meets ("" none): its validation accuracy
