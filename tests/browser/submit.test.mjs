@@ -73,10 +73,10 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     await row.waitFor();
     assert.equal(await row.locator('.badge').textContent(), 'queued');
     assert.equal(await row.locator('a.job-link').textContent(), 'form-job');
-    assert.match(await row.textContent(), /0\/5 stages/);
+    assert.match(await row.textContent(), /0\/6 stages/);   // train, 2 x (push, prune), final recovery
     // The stage column names the first stage (by name and reason where the
     // list gives them, else by position).
-    assert.match(await row.locator('td[data-label="Stage"]').textContent(), /Train|stage 1 of 5/);
+    assert.match(await row.locator('td[data-label="Stage"]').textContent(), /Train|stage 1 of 6/);
     await shot(page, 'jobs-list');
 
     // Exactly one job was created.
