@@ -47,7 +47,8 @@
  *                 finetune_epochs int 0..1000 [1];
  *                 final_finetune_epochs int 0..1000 [9] (added to the fine-tune
  *                 of the last iteration's prune: the final model's recovery at
- *                 its final widths, one learning-rate cycle with the rest);
+ *                 its final widths, one learning-rate cycle with the rest; the
+ *                 finetune stage's epochs when the loop ends earlier);
  *                 distill [0, 100] [0] (weight of a distillation term in every
  *                 training at pruned widths: the fine-tunes fit the softened
  *                 outputs of the net before pruning, the stage's input; the
@@ -61,8 +62,9 @@
  *                 all three accuracies before any fine-tune, "cut_compare");
  *                 lr null or (0, 10] [null: train.lr];
  *                 final_lr null or (0, 10] [null: prune.lr] (the peak learning
- *                 rate of the last prune's fine-tune, the final recovery, and of
- *                 the l1/random baselines' fine-tune at the final widths)
+ *                 rate of the final recovery -- the last prune's fine-tune or
+ *                 the finetune stage -- and of the l1/random baselines'
+ *                 fine-tune at the final widths)
  *   iterations    integer 0..100 [4]
  *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
  *   data          train_limit null or int 1..2^53 [null: all]; test_limit likewise;
