@@ -909,5 +909,10 @@ int gpp_jobspec_stage_count(const gpp_jobspec *spec)
     if (!spec) return 0;
     return (spec->model_kind == GPP_MODEL_CHECKPOINT ? 0 : 1) +
            (spec->grow.enabled ? spec->grow.max_modules : 0) + 2 * spec->iterations +
-           (spec->iterations > 0 && spec->prune.final_finetune_epochs > 0);
+           gpp_jobspec_has_finetune(spec);
+}
+
+int gpp_jobspec_has_finetune(const gpp_jobspec *spec)
+{
+    return spec && spec->iterations > 0 && spec->prune.final_finetune_epochs > 0;
 }

@@ -71,7 +71,7 @@ static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
 {
     cJSON *out = cJSON_CreateObject();
     cJSON **sums = calloc(n ? n : 1, sizeof *sums);
-    int first = -1, last = -1, base = -1;
+    int last = -1, base = -1, acc = -1, size = -1;
     for (size_t i = 0; sums && i < n; i++) {
         if (!stage_done(&st[i]) || !st[i].summary)
             continue;
@@ -81,22 +81,15 @@ static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
             sums[i] = NULL;
             continue;
         }
-        if (first < 0)
-            first = (int)i;
         last = (int)i;
-        if (strcmp(st[i].kind, "train") == 0 || strcmp(st[i].kind, "grow") == 0)
-            base = (int)i;
     }
-    if (base < 0)
-        base = first;
     double drop = 0.01;
     cJSON *spec = j->spec ? cJSON_Parse(j->spec) : NULL;
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(spec, "stop");
     drop = sum_num(stop, "max_accuracy_drop", drop);
     cJSON_Delete(spec);
-    int acc = base, size = base;
-    if (base >= 0 && sums)
-        sched_pick_parsed(st, (const cJSON *const *)sums, n, drop, NULL, &acc, &size);
+    if (sums)   /* the baseline too: the last train/grow result, else the first result */
+        sched_pick_parsed(st, (const cJSON *const *)sums, n, drop, &base, &acc, &size);
     cJSON_AddItemToObject(out, "baseline", base >= 0 ? pick_json(&st[base], sums[base])
                                                      : cJSON_CreateNull());
     cJSON_AddItemToObject(out, "current", last >= 0 ? pick_json(&st[last], sums[last])

@@ -318,7 +318,7 @@ static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
         out[n++] = (store_stage_new){"push", i};
         out[n++] = (store_stage_new){"prune", i};
     }
-    if (spec->iterations > 0 && spec->prune.final_finetune_epochs > 0 && n < cap)
+    if (gpp_jobspec_has_finetune(spec) && n < cap)
         out[n++] = (store_stage_new){"finetune", 0};
     return n;
 }

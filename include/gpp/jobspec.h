@@ -261,4 +261,8 @@ void gpp_jobspec_free(gpp_jobspec *spec);
  * prune.final_finetune_epochs > 0. */
 int gpp_jobspec_stage_count(const gpp_jobspec *spec);
 
+/* Whether the job's chain ends with the final recovery (a finetune stage):
+ * iterations > 0 and prune.final_finetune_epochs > 0. */
+int gpp_jobspec_has_finetune(const gpp_jobspec *spec);
+
 #endif

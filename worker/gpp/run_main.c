@@ -235,12 +235,11 @@ static int baseline_of(const runner *r)
     return b;
 }
 
-/* The result whose stage index is `index`, or -1. */
+/* The result whose stage index is `index` (results sit at their stage
+ * index), or -1. */
 static int result_at(const runner *r, int index)
 {
-    for (int i = 0; i < r->n; i++)
-        if (r->res[i].index == index) return i;
-    return -1;
+    return index >= 0 && index < r->n ? index : -1;
 }
 
 /* accuracy-first and size-first (gpp/pick.h, the daemon's rule too) among
@@ -367,7 +366,7 @@ static int plan(runner *r, next *nx)
      * prune (the loop stopped early, or the last prune fell below the
      * accuracy bound), it gets its own */
     int finetunes = count_kind(r, GPP_STAGE_FINETUNE);
-    if (sp->prune.final_finetune_epochs > 0 && finetunes == 0 && sf >= 0 &&
+    if (gpp_jobspec_has_finetune(sp) && finetunes == 0 && sf >= 0 &&
         r->res[sf].kind == GPP_STAGE_PRUNE && r->res[sf].iteration != sp->iterations - 1) {
         nx->kind = GPP_STAGE_FINETUNE;
         nx->iteration = r->res[sf].iteration;

@@ -55,7 +55,7 @@ int wl_chain_stage(const gpp_jobspec *spec, int index, gpp_stage_kind *kind, int
             return 0;
         }
     }
-    if (index == n && spec->iterations > 0 && spec->prune.final_finetune_epochs > 0) {
+    if (index == n && gpp_jobspec_has_finetune(spec)) {
         *kind = GPP_STAGE_FINETUNE;
         *round = 0;
         return 0;
