@@ -175,6 +175,7 @@ static const field prune_fields[] = {
     BOOL("compare_cut", 1, prune.compare_cut),
     NUM("lr", LO_OPEN | NULLABLE, 0, 10, 0, prune.lr),
     NUM("final_lr", LO_OPEN | NULLABLE, 0, 10, 0, prune.final_lr),
+    INT("bn_recalibrate", 0, 65536, 1024, prune.bn_recalibrate),
 };
 
 static const field stop_fields[] = {

@@ -64,7 +64,11 @@
  *                 final_lr null or (0, 10] [null: prune.lr] (the peak learning
  *                 rate of the final recovery -- the last prune's fine-tune or
  *                 the finetune stage -- and of the l1/random baselines'
- *                 fine-tune at the final widths)
+ *                 fine-tune at the final widths);
+ *                 bn_recalibrate int 0..65536 [1024] (after every cut --
+ *                 GPP's, the baselines', the cut comparison's copies -- the
+ *                 batch norms' running statistics are re-estimated on this
+ *                 many training images; 0 = off; no effect without batch norm)
  *   iterations    integer 0..100 [4]
  *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
  *   data          train_limit null or int 1..2^53 [null: all]; test_limit likewise;
@@ -186,6 +190,7 @@ typedef struct gpp_jobspec_prune {
     bool compare_cut;        /* [true]: record L1/random cuts to the same widths */
     double lr;               /* (0, 10], 0 = null [train.lr] */
     double final_lr;         /* (0, 10], 0 = null [prune.lr]: the final recovery's */
+    int bn_recalibrate;      /* 0..65536 [1024]: images that re-estimate batch-norm statistics after a cut */
 } gpp_jobspec_prune;
 
 typedef struct gpp_jobspec_stop {

@@ -162,6 +162,16 @@ cJSON *nn_net_to_json(const nn_net *net);
 int nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
                    int train, float *loss, gpp_error *err);
 
+/* Re-estimating batch-norm statistics (after surgery the running statistics
+ * no longer fit the layers' inputs).  nn_net_bn_restat(net, 1): from now on
+ * each training forward sets every batch norm's running mean and variance to
+ * the mean of the batch statistics of the training forwards since the call
+ * (the first one replaces them: torch's momentum=None), and dropout passes
+ * its input through (no mask drawn, the net's RNG untouched); forward
+ * without labels and do not step.  nn_net_bn_restat(net, 0): back to each
+ * layer's momentum.  Returns the number of batch-norm layers. */
+int nn_net_bn_restat(nn_net *net, int on);
+
 /* An extra gradient added to a node's output gradient during backward (the
  * push step's discriminant term on the pre-decision features). */
 typedef struct nn_grad_inject {

@@ -277,6 +277,9 @@ static const reject_row rejects[] = {
     {"prune_criterion_null", S("\"prune\":{\"criterion\":null}"), "prune.criterion", "got null"},
     {"prune_lr_low", S("\"prune\":{\"lr\":0}"), "prune.lr", "got 0"},
     {"prune_lr_high", S("\"prune\":{\"lr\":10.5}"), "prune.lr", "got 10.5"},
+    {"prune_bn_recalibrate_low", S("\"prune\":{\"bn_recalibrate\":-1}"), "prune.bn_recalibrate", "0..65536, got -1"},
+    {"prune_bn_recalibrate_high", S("\"prune\":{\"bn_recalibrate\":65537}"), "prune.bn_recalibrate", "got 65537"},
+    {"prune_bn_recalibrate_frac", S("\"prune\":{\"bn_recalibrate\":1.5}"), "prune.bn_recalibrate", "integer"},
     {"prune_final_lr_low", S("\"prune\":{\"final_lr\":0}"), "prune.final_lr", "got 0"},
     {"prune_final_lr_high", S("\"prune\":{\"final_lr\":11}"), "prune.final_lr", "got 11"},
     {"prune_final_lr_text", S("\"prune\":{\"final_lr\":\"0.1\"}"), "prune.final_lr", "number"},
@@ -598,6 +601,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->prune.criterion, GPP_CRITERION_GPP);
     assert_true(s->prune.lr == 0.0);
     assert_true(s->prune.final_lr == 0.0);
+    assert_int_equal(s->prune.bn_recalibrate, 1024);
     /* stop, data */
     assert_true(s->stop.max_accuracy_drop == 0.01);
     assert_true(s->stop.target_params == 0);
@@ -627,7 +631,8 @@ static void test_defaults_serialised(void **state)
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"
         "\"samples_per_class\":10,\"finetune_epochs\":1,\"final_finetune_epochs\":9,"
         "\"distill\":0,\"distill_temperature\":4,\"reconstruct\":false,"
-        "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null,\"final_lr\":null},"
+        "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null,\"final_lr\":null,"
+        "\"bn_recalibrate\":1024},"
         "\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
@@ -965,7 +970,8 @@ static void test_round_trip_full(void **state)
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.5,\"eta\":0.2,\"eta_step\":0.05,\"max_layer_fraction\":0.75,"
         "\"min_channels\":4,\"max_accuracy_drop\":0.02,\"samples_per_class\":20,\"finetune_epochs\":2,"
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,"
-        "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005},"
+        "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,"
+        "\"bn_recalibrate\":0},"
         "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000},"
         "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"augment\":\"crop-flip\",\"normalize\":false}}";
     char *out = round_trip(full);
@@ -974,7 +980,7 @@ static void test_round_trip_full(void **state)
         "\"name\":\"full spec\"", "\"device\":\"gpu\"", "\"labels\":{\"gpu\":\"a100\",\"site\":\"lab 2\"}",
         "\"priority\":-5", "\"seed\":42", "\"max_restarts\":0", "\"weight_decay\":0.0001",
         "\"schedule\":\"step\",\"step_epochs\":10,\"gamma\":0.5", "\"separation\":\"eigen\",\"eigen_k\":9",
-        "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005}", "\"iterations\":6",
+        "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,\"bn_recalibrate\":0}", "\"iterations\":6",
         "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,",
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,",
         "\"reconstruct\":true,",

@@ -100,6 +100,7 @@ export const SECTIONS = [
       { path: 'prune.compare_cut', type: 'bool', def: true, rule: 'also evaluate L1 and random cuts to the same widths (cut_compare)' },
       { path: 'prune.lr', type: 'num', nullable: true, def: null, placeholder: 'train.lr', rule: '(0, 10]' },
       { path: 'prune.final_lr', type: 'num', nullable: true, def: null, placeholder: 'prune.lr', rule: '(0, 10]: the final recovery\'s (and the L1/random baselines\')' },
+      { path: 'prune.bn_recalibrate', type: 'int', def: 1024, rule: 'integer 0…65536: training images that re-estimate batch-norm statistics after each cut (0 = off)' },
     ],
   },
   {

@@ -13,6 +13,7 @@
 
 #define RECOVER_MAX_INPUTS 4096   /* consumer layers with more inputs are not re-fitted */
 #define RNG_STREAM_RANDOM 0x72616e646f6d2d70ULL
+#define RNG_STREAM_BN 0x626e2d7265737461ULL       /* "bn-resta" */
 
 static int oom(gpp_error *err)
 {
@@ -131,8 +132,74 @@ static int fill_recover(void *user, float *x, int first, int n)
     return n;
 }
 
+static int add_extra(gpp__stage *s, const char *key, cJSON *v)
+{
+    if (!v) return oom(s->err);
+    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, v);
+    else
+        cJSON_AddItemToObject(s->extra, key, v);
+    return 0;
+}
+
+/* After a cut the batch norms' running statistics describe the layers' old
+ * inputs, not the new ones (a vgg cut to 70 % of its channels evaluates near
+ * chance with them).  Re-estimate them on prune.bn_recalibrate training
+ * images (class-balanced, shuffled, no augmentation) as the mean of the
+ * batch statistics -- the cut is judged, and the fine-tune starts, with
+ * statistics that fit the cut net.  Returns 0 at once when it is off or the
+ * net has no batch norm; *images (may be NULL) gets the images used. */
+static int bn_recalibrate(gpp__stage *s, nn_net *net, int *images)
+{
+    const int want = s->spec->prune.bn_recalibrate;
+    uint32_t *idx = NULL, n = 0;
+    int rc = 0;
+    if (images) *images = 0;
+    if (want <= 0 || nn_net_bn_restat(net, 0) == 0) return 0;
+    const gpp_data_split *sl = s->data->split;
+    uint32_t per = (uint32_t)((want + s->classes - 1) / s->classes);
+    if ((rc = gpp_data_pick_per_class(&idx, &n, s->data->train, sl->train, sl->n_train, per,
+                                      s->seed ^ RNG_STREAM_BN, s->err)) != 0)
+        return rc;
+    gpp_rng rr;
+    gpp_rng_seed(&rr, s->seed ^ RNG_STREAM_BN);
+    for (uint32_t i = n; i > 1; i--) {   /* the pick is in dataset order: mix the classes */
+        uint32_t j = gpp_rng_below(&rr, i), t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+    if (n > (uint32_t)want) n = (uint32_t)want;
+    if (nn_net_batch(net) < s->B && (rc = nn_net_reserve(net, s->B, s->err)) != 0) goto done;
+    nn_net_bn_restat(net, 1);
+    int used = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i += (uint32_t)s->B) {
+        int m = n - i < (uint32_t)s->B ? (int)(n - i) : s->B;
+        if (m < 2 && i > 0) break;   /* a batch of one has no variance */
+        gpp_data_fill(s->x, NULL, s->data->train, idx + i, (uint32_t)m, &s->data->norm,
+                      GPP_DATA_AUG_NONE, NULL);
+        rc = nn_net_forward(net, s->x, NULL, m, 1, NULL, s->err);
+        used += m;
+    }
+    nn_net_bn_restat(net, 0);
+    if (images) *images = used;
+done:
+    free(idx);
+    return rc;
+}
+
+/* bn_recalibrate on the stage's net, logged and in the summary
+ * ("bn_recalibrated": images used, 0 when off or without batch norm). */
+static int recalibrate_logged(gpp__stage *s)
+{
+    int images = 0;
+    int rc = bn_recalibrate(s, s->net, &images);
+    if (rc != 0) return rc;
+    if (images > 0) gpp__log(s, "batch norm: running statistics re-estimated on %d images", images);
+    return add_extra(s, "bn_recalibrated", cJSON_CreateNumber(images));
+}
+
 /* Surgery, then (prune.reconstruct) least-squares recovery against the
- * unpruned net. */
+ * unpruned net, then the batch norms' statistics re-estimated. */
 static int cut_and_recover(gpp__stage *s, cuts *c, int reconstruct)
 {
     const gpp_jobspec *sp = s->spec;
@@ -181,6 +248,7 @@ static int cut_and_recover(gpp__stage *s, cuts *c, int reconstruct)
                  "samples, %d too wide), held-out residual %.4g -> %.4g", rep.layers, nr,
                  rep.rejected, rep.skipped, rep.res_before, rep.res_after);
     }
+    rc = recalibrate_logged(s);
 done:
     free(ridx);
     nn_net_free(orig);
@@ -191,16 +259,6 @@ done:
 static cJSON *widths_json(const nn_net *net)
 {
     return gpp_net_layers_json(net);
-}
-
-static int add_extra(gpp__stage *s, const char *key, cJSON *v)
-{
-    if (!v) return oom(s->err);
-    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, v);
-    else
-        cJSON_AddItemToObject(s->extra, key, v);
-    return 0;
 }
 
 /* Decide one maker's cut from utilities u [C] by the spec's rule. */
@@ -259,6 +317,7 @@ static int accuracy_cut(gpp__stage *s, cuts *c, double *val, double *test)
     s->net = copy;
     int rc = apply_cuts(s, c);
     if (rc == 0) rc = nn_net_reserve(copy, s->B, s->err);
+    if (rc == 0) rc = bn_recalibrate(s, copy, NULL);
     if (rc == 0) rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, val);
     if (rc == 0)
         rc = gpp__evaluate(s, s->data->test, s->data->split->test, s->data->split->n_test, test);
@@ -579,7 +638,7 @@ int gpp__baseline_cut(gpp__stage *s, int l1)
         count[id] = ri.C < in.C ? in.C - ri.C : 0;
     }
     if ((rc = select_counts(net, count, l1, &rr, &c, s->err)) != 0 ||
-        (rc = apply_cuts(s, &c)) != 0)
+        (rc = apply_cuts(s, &c)) != 0 || (rc = recalibrate_logged(s)) != 0)
         goto done;
     gpp__log(s, "%s pruning to the reference's widths: %lld params (reference %lld)",
              l1 ? "L1-norm" : "random", nn_net_params(net), nn_net_params(ref));

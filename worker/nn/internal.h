@@ -230,6 +230,8 @@ struct nn_net {
     float loss;
     int profile;
     int fuse;                  /* conv-bn-relu fusion on (the default) */
+    int restat;                /* nn_net_bn_restat on: training forwards re-estimate */
+    long long restat_n;        /* forwards since nn_net_bn_restat(net, 1) */
 };
 
 /* The output of node id as the last forward left it (flatten resolves to

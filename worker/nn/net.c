@@ -781,7 +781,9 @@ static void node_forward(nn_net *net, nn_node *nd, int n, int train)
         if (fuse && !train && in->op == NN_OP_CONV && in->bn_after) break;   /* folded */
         nd->stale = 0;
         nn_bn_dims d = {.N = n, .C = nd->C, .HW = nd->H * nd->W, .c0 = 0, .c1 = nd->C,
-                        .eps = (float)nd->eps, .momentum = (float)nd->momentum,
+                        .eps = (float)nd->eps,
+                        .momentum = net->restat ? (float)(1.0 / (double)(net->restat_n + 1))
+                                                : (float)nd->momentum,
                         .relu = fuse && nd->relu_after};
         float *dst = d.relu ? net->nodes[nd->relu_after].out : nd->out;
         float *st = net->state + nd->s_off;
@@ -828,7 +830,7 @@ static void node_forward(nn_net *net, nn_node *nd, int n, int train)
         break;
     case NN_OP_DROPOUT: {
         size_t len = (size_t)n * sample_len(nd);
-        if (!train || nd->p <= 0.0f) {
+        if (!train || nd->p <= 0.0f || net->restat) {
             be->copy(ctx, nd->out, x, len);
             break;
         }
@@ -901,11 +903,22 @@ int nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
             nd->t_fwd += now_s() - t0;
         }
     }
+    if (train && net->restat) net->restat_n++;
     net->loss = 0.0f;
     if (labels && loss) ctx->be->download(ctx, &net->loss, net->loss_slot, sizeof(float));
     if (loss) *loss = net->loss;
     if (!ctx->be->host && (loss || ctx->dev_err)) return nn__ctx_check(ctx, err);
     return 0;
+}
+
+/* nn_net_bn_restat: see gpp/nn.h. */
+int nn_net_bn_restat(nn_net *net, int on)
+{
+    net->restat = on != 0;
+    net->restat_n = 0;
+    int n = 0;
+    for (int i = 1; i < net->n_nodes; i++) n += net->nodes[i].op == NN_OP_BN;
+    return n;
 }
 
 /* ---- backward ------------------------------------------------------------------------ */

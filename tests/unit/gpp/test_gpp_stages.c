@@ -396,6 +396,105 @@ static void test_cut_compare(void **state)
     cJSON_Delete(p);
 }
 
+/* c2_bn's running mean in checkpoint `name`, and the mean of c2's output
+ * over the training split under that checkpoint's weights. */
+static void c2_means(env *e, const char *name, double have[16], double want[16])
+{
+    gpp_error err = {0};
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", e->dir, name);
+    nn_ctx *ctx = nn_ctx_new("cpu", 1, &err);
+    nn_net *net = NULL;
+    assert_int_equal(gpp_net_load(ctx, path, &net, NULL, &err), 0);
+    nn_tensor rm;
+    assert_int_equal(nn_net_tensor_find(net, "c2_bn.running_mean", &rm), 0);
+    const int C = (int)rm.len, id = nn_net_find(net, "c2");
+    assert_true(C <= 16 && id > 0);
+    for (int c = 0; c < C; c++) have[c] = rm.data[c];
+    nn_node_info in;
+    nn_net_node(net, id, &in);
+    const gpp_data_split *sl = e->d->split;
+    float *x = malloc(sizeof(float) * 16 * 144);
+    assert_int_equal(nn_net_reserve(net, 16, &err), 0);
+    for (int c = 0; c < C; c++) want[c] = 0;
+    for (uint32_t i = 0; i < sl->n_train; i += 16) {
+        int m = sl->n_train - i < 16 ? (int)(sl->n_train - i) : 16;
+        gpp_data_fill(x, NULL, e->d->train, sl->train + i, (uint32_t)m, &e->d->norm,
+                      GPP_DATA_AUG_NONE, NULL);
+        /* a training forward: the conv's own output (evaluation folds the bn in) */
+        assert_int_equal(nn_net_forward(net, x, NULL, m, 1, NULL, &err), 0);
+        const float *o = nn_net_output(net, id);
+        const int HW = in.H * in.W;
+        for (int k = 0; k < m; k++)
+            for (int c = 0; c < C; c++)
+                for (int p = 0; p < HW; p++)
+                    want[c] += o[((size_t)k * C + c) * HW + p] / ((double)sl->n_train * HW);
+    }
+    free(x);
+    nn_net_free(net);
+    nn_ctx_free(ctx);
+}
+
+/* prune.bn_recalibrate: after the cut every batch norm's running
+ * statistics are re-estimated on training images -- with more asked for
+ * than the training split has, all of it, so c2_bn's running mean is the
+ * mean of c2's output over the split, which the statistics the cut left are
+ * not.  The weights are the same bits with it or without it (0: off), and
+ * the summary says how many images it used. */
+static void test_bn_recalibrate(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *p = NULL, *q = NULL;
+    const char *on = ",\"prune\":{\"ratio\":0.4,\"finetune_epochs\":0,\"final_finetune_epochs\":0,"
+                     "\"max_accuracy_drop\":0.05,\"compare_cut\":false}";
+    const char *off = ",\"prune\":{\"ratio\":0.4,\"finetune_epochs\":0,\"final_finetune_epochs\":0,"
+                      "\"max_accuracy_drop\":0.05,\"compare_cut\":false,\"bn_recalibrate\":0}";
+    assert_int_equal(stage(e, SPEC, on, GPP_STAGE_TRAIN, 0, 0, NULL, "b0.gppm", NULL, 0, NULL, &err), 0);
+    assert_int_equal(stage(e, SPEC, on, GPP_STAGE_PRUNE, 1, 0, "b0.gppm", "b1.gppm", NULL, 0, &p, &err), 0);
+    assert_int_equal(stage(e, SPEC, off, GPP_STAGE_PRUNE, 1, 0, "b0.gppm", "b2.gppm", NULL, 0, &q, &err), 0);
+    assert_int_equal((int)num(p, "bn_recalibrated"), (int)e->d->split->n_train);
+    assert_int_equal((int)num(q, "bn_recalibrated"), 0);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(p, "layers"), cJSON_GetObjectItem(q, "layers"), 1));
+    double h1[16], w1[16], h2[16], w2[16];
+    c2_means(e, "b1.gppm", h1, w1);
+    c2_means(e, "b2.gppm", h2, w2);
+    int C = width(p, "layers", "c2");
+    double off_err = 0;
+    for (int c = 0; c < C; c++) {
+        assert_float_equal(w1[c], w2[c], 1e-9);      /* the same weights */
+        assert_float_equal(h1[c], w1[c], 1e-4 * (1 + fabs(w1[c])));
+        off_err += fabs(h2[c] - w2[c]);
+    }
+    printf("c2_bn running mean vs the data's: recalibrated exact, left by the cut off by %.4g in all\n",
+           off_err);
+    assert_true(off_err > 1e-2);
+    /* every tensor but the statistics is the same bits */
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/b1.gppm", e->dir);
+    snprintf(pb, sizeof pb, "%s/b2.gppm", e->dir);
+    gpp_ckpt *x = NULL, *y = NULL;
+    assert_int_equal(gpp_ckpt_read_file(pa, &x, NULL), 0);
+    assert_int_equal(gpp_ckpt_read_file(pb, &y, NULL), 0);
+    int stats = 0;
+    for (size_t i = 0; i < gpp_ckpt_tensor_count(x); i++) {
+        const gpp_tensor_view *v = gpp_ckpt_tensor(x, i);
+        const gpp_tensor_view *w = gpp_ckpt_find(y, v->name);
+        assert_non_null(w);
+        assert_int_equal(v->count, w->count);
+        if (strstr(v->name, ".running_")) {
+            stats++;
+            continue;
+        }
+        assert_memory_equal(v->data, w->data, v->count * sizeof(float));
+    }
+    assert_int_equal(stats, 4);
+    gpp_ckpt_free(x);
+    gpp_ckpt_free(y);
+    cJSON_Delete(p);
+    cJSON_Delete(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_distill_grad_fd),
         cmocka_unit_test_setup_teardown(test_final_finetune_and_distill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_compare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bn_recalibrate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

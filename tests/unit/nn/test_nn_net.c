@@ -690,6 +690,82 @@ static void test_tensors_and_json(void **state)
     nn_ctx_free(ctx);
 }
 
+/* nn_net_bn_restat: while on, each training forward leaves every batch
+ * norm's running mean / variance at the mean of the batch means / unbiased
+ * batch variances since it was turned on (batches of different sizes
+ * included), dropout passes its input through and draws nothing; off, the
+ * layer's momentum (0.1) is back. */
+static void test_bn_restat(void **state)
+{
+    (void)state;
+    gpp_error err = {0};
+    nn_ctx *ctx = nn_ctx_new("cpu", 1, &err);
+    const int in[3] = {2, 2, 2};
+    nn_net *net = build_json(ctx,
+        "[{\"name\":\"c\",\"type\":\"conv\",\"out\":3,\"k\":1},"
+        "{\"name\":\"b\",\"type\":\"bn\"},"
+        "{\"name\":\"d\",\"type\":\"dropout\",\"p\":0.5},"
+        "{\"name\":\"fc\",\"type\":\"fc\",\"out\":2}]", in, 2, 5, &err);
+    assert_non_null(net);
+    assert_int_equal(nn_net_reserve(net, 4, &err), 0);
+    const int ci = nn_net_find(net, "c"), bi = nn_net_find(net, "b"), di = nn_net_find(net, "d");
+    gpp_rng r = {0};
+    gpp_rng_seed(&r, 11);
+    float x[4 * 8];
+    /* running statistics that are not the data's */
+    for (int i = 0; i < 32; i++) x[i] = 3.0f * gpp_rng_normal(&r) - 2.0f;
+    assert_int_equal(nn_net_forward(net, x, NULL, 4, 1, NULL, &err), 0);
+    nn_tensor rm, rv;
+    assert_int_equal(nn_net_tensor_find(net, "b.running_mean", &rm), 0);
+    assert_int_equal(nn_net_tensor_find(net, "b.running_var", &rv), 0);
+    assert_int_equal(nn_net_bn_restat(net, 1), 1);
+    const gpp_rng before = *nn_net_rng(net);
+    const int sizes[3] = {4, 3, 2};
+    double want_m[3] = {0}, want_v[3] = {0};
+    for (int b = 0; b < 3; b++) {
+        const int n = sizes[b];
+        for (int i = 0; i < n * 8; i++) x[i] = (float)(b + 1) * gpp_rng_normal(&r) + (float)b;
+        assert_int_equal(nn_net_forward(net, x, NULL, n, 1, NULL, &err), 0);
+        const float *co = nn_net_output(net, ci), *bo = nn_net_output(net, bi);
+        const float *dout = nn_net_output(net, di);
+        for (int i = 0; i < n * 12; i++) assert_true(dout[i] == bo[i]);   /* no mask */
+        for (int c = 0; c < 3; c++) {
+            double s = 0, ss = 0;
+            for (int k = 0; k < n; k++)
+                for (int p = 0; p < 4; p++) s += co[(k * 3 + c) * 4 + p];
+            double mu = s / (n * 4);
+            for (int k = 0; k < n; k++)
+                for (int p = 0; p < 4; p++) {
+                    double e = co[(k * 3 + c) * 4 + p] - mu;
+                    ss += e * e;
+                }
+            want_m[c] += mu / 3;
+            want_v[c] += ss / (n * 4 - 1) / 3;
+        }
+    }
+    const gpp_rng after = *nn_net_rng(net);
+    assert_memory_equal(&before, &after, sizeof before);
+    for (int c = 0; c < 3; c++) {
+        assert_float_equal(rm.data[c], want_m[c], 1e-5 * (1 + fabs(want_m[c])));
+        assert_float_equal(rv.data[c], want_v[c], 1e-5 * (1 + want_v[c]));
+    }
+    /* off: momentum 0.1 again, and dropout masks again */
+    assert_int_equal(nn_net_bn_restat(net, 0), 1);
+    for (int i = 0; i < 32; i++) x[i] = gpp_rng_normal(&r) + 5.0f;
+    assert_int_equal(nn_net_forward(net, x, NULL, 4, 1, NULL, &err), 0);
+    const float *co = nn_net_output(net, ci);
+    for (int c = 0; c < 3; c++) {
+        double s = 0;
+        for (int k = 0; k < 4; k++)
+            for (int p = 0; p < 4; p++) s += co[(k * 3 + c) * 4 + p];
+        assert_float_equal(rm.data[c], 0.9 * want_m[c] + 0.1 * s / 16, 1e-5 * (1 + fabs(want_m[c])));
+    }
+    const gpp_rng drawn = *nn_net_rng(net);
+    assert_memory_not_equal(&after, &drawn, sizeof after);
+    nn_net_free(net);
+    nn_ctx_free(ctx);
+}
+
 static void test_eval_and_features(void **state)
 {
     (void)state;
@@ -773,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_tensors_and_json),
         cmocka_unit_test(test_eval_and_features),
+        cmocka_unit_test(test_bn_restat),
         cmocka_unit_test(test_blas_core_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
