@@ -147,7 +147,7 @@ static const field push_fields[] = {
     NUM("gamma", 0, 0, 100, 0.1, push.gamma),
     ENUM("separation", separation_names, GPP_SEPARATION_DIAG, push.separation),
     INTN("eigen_k", 1, 4096, push.eigen_k),
-    NUM("eigen_reg", LO_OPEN, 0, 1, 0.001, push.eigen_reg),
+    NUM("eigen_reg", LO_OPEN, 0, 100, 1, push.eigen_reg),
     NUM("keep_fraction", LO_OPEN, 0, 1, 0.5, push.keep_fraction),
     NUM("ramp_epochs", 0, 0, 100, 1, push.ramp_epochs),
     NUM("ema", HI_OPEN, 0, 1, 0.9, push.ema),

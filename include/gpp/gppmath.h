@@ -59,7 +59,8 @@ typedef struct gpp_push_opts {
     double beta;             /* weight of L_cov */
     double gamma;            /* weight of L_align */
     double eps;              /* eps in r = sb/(sw + eps) and in log(r + eps); default 1e-5 */
-    double eigen_lambda;     /* lambda of the eigen form, > 0; default 1e-3 */
+    double eigen_lambda;     /* the eigen form's lambda is eigen_lambda * (tr(Sw) / M + 1e-6):
+                                relative to the features' scale; > 0, default 1 */
     int eigen_k;             /* eigenvalues averaged by the eigen form; 0 = all C'-1
                                 non-trivial ones (C' = classes present in the batch);
                                 capped at C'-1 */

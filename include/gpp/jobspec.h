@@ -37,7 +37,8 @@
  *                 beta [0, 100] [0.01]; gamma [0, 100] [0.1];
  *                 separation "diag" | "eigen" ["diag"];
  *                 eigen_k null or int 1..4096 [null: classes - 1];
- *                 eigen_reg (0, 1] [0.001]; keep_fraction (0, 1] [0.5];
+ *                 eigen_reg (0, 100] [1] (lambda = eigen_reg * tr(Sw) / M);
+ *                 keep_fraction (0, 1] [0.5];
  *                 ramp_epochs [0, 100] [1]; ema [0, 1) [0.9]; eps (0, 1] [1e-6];
  *                 min_per_class int 2..1024 [2]; lr null or (0, 10] [null: train.lr]
  *   prune         threshold "eta" | "ratio" ["ratio"]; ratio (0, 1) [0.3];
@@ -162,7 +163,7 @@ typedef struct gpp_jobspec_push {
     double gamma;            /* [0, 100] [0.1]: alignment term */
     gpp_separation separation; /* [diag] */
     int eigen_k;             /* 1..4096, 0 = null [classes - 1] */
-    double eigen_reg;        /* (0, 1] [0.001] */
+    double eigen_reg;        /* (0, 100] [1]: lambda = eigen_reg * tr(Sw) / M */
     double keep_fraction;    /* (0, 1] [0.5] */
     double ramp_epochs;      /* [0, 100] [1] */
     double ema;              /* [0, 1) [0.9] */

@@ -231,8 +231,8 @@ static const reject_row rejects[] = {
     {"push_eigen_k_high", S("\"push\":{\"eigen_k\":4097}"), "push.eigen_k", "got 4097"},
     {"push_eigen_k_fraction", S("\"push\":{\"eigen_k\":1.5}"), "push.eigen_k", "got 1.5"},
     {"push_eigen_k_type", S("\"push\":{\"eigen_k\":\"3\"}"), "push.eigen_k", "got \"3\""},
-    {"push_eigen_reg_low", S("\"push\":{\"eigen_reg\":0}"), "push.eigen_reg", "(0, 1], got 0"},
-    {"push_eigen_reg_high", S("\"push\":{\"eigen_reg\":1.1}"), "push.eigen_reg", "got 1.1"},
+    {"push_eigen_reg_low", S("\"push\":{\"eigen_reg\":0}"), "push.eigen_reg", "(0, 100], got 0"},
+    {"push_eigen_reg_high", S("\"push\":{\"eigen_reg\":100.5}"), "push.eigen_reg", "got 100.5"},
     {"push_keep_fraction_low", S("\"push\":{\"keep_fraction\":0}"), "push.keep_fraction", "(0, 1], got 0"},
     {"push_keep_fraction_high", S("\"push\":{\"keep_fraction\":1.01}"), "push.keep_fraction", "got 1.01"},
     {"push_ramp_epochs_low", S("\"push\":{\"ramp_epochs\":-1}"), "push.ramp_epochs", "[0, 100], got -1"},
@@ -575,7 +575,7 @@ static void test_defaults_filled(void **state)
     assert_true(s->push.gamma == 0.1);
     assert_int_equal(s->push.separation, GPP_SEPARATION_DIAG);
     assert_int_equal(s->push.eigen_k, 0);
-    assert_true(s->push.eigen_reg == 0.001);
+    assert_true(s->push.eigen_reg == 1.0);
     assert_true(s->push.keep_fraction == 0.5);
     assert_true(s->push.ramp_epochs == 1.0);
     assert_true(s->push.ema == 0.9);
@@ -625,7 +625,7 @@ static void test_defaults_serialised(void **state)
         "\"weight_decay\":0.0005,\"schedule\":\"cosine\",\"step_epochs\":1,\"gamma\":0.1},"
         "\"grow\":{\"enabled\":false,\"max_modules\":4,\"min_gain\":0.002,\"epochs\":1,\"widths\":null},"
         "\"push\":{\"epochs\":1,\"lambda\":1,\"lambda_decay\":1,\"alpha\":0.02,\"beta\":0.01,\"gamma\":0.1,"
-        "\"separation\":\"diag\",\"eigen_k\":null,\"eigen_reg\":0.001,\"keep_fraction\":0.5,"
+        "\"separation\":\"diag\",\"eigen_k\":null,\"eigen_reg\":1,\"keep_fraction\":0.5,"
         "\"ramp_epochs\":1,\"ema\":0.9,\"eps\":1e-06,\"min_per_class\":2,\"lr\":null},"
         "\"prune\":{\"threshold\":\"ratio\",\"ratio\":0.3,\"eta\":0.1,\"eta_step\":0.1,"
         "\"max_layer_fraction\":0.5,\"min_channels\":1,\"max_accuracy_drop\":0.01,"

@@ -69,7 +69,7 @@ export const SECTIONS = [
       { path: 'push.gamma', type: 'num', def: 0.1, rule: '[0, 100]: alignment term' },
       { path: 'push.separation', type: 'enum', def: 'diag', options: ['diag', 'eigen'], rule: 'separation measure' },
       { path: 'push.eigen_k', type: 'int', nullable: true, def: null, placeholder: 'classes − 1', rule: 'integer 1…4096' },
-      { path: 'push.eigen_reg', type: 'num', def: 0.001, rule: '(0, 1]' },
+      { path: 'push.eigen_reg', type: 'num', def: 1, rule: '(0, 100]: eigen form: λ = eigen_reg · tr(Sw) / M' },
       { path: 'push.keep_fraction', type: 'num', def: 0.5, rule: '(0, 1]' },
       { path: 'push.ramp_epochs', type: 'num', def: 1, rule: '[0, 100]' },
       { path: 'push.ema', type: 'num', def: 0.9, rule: '[0, 1)' },

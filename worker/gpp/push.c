@@ -44,7 +44,7 @@ void gpp_push_opts_default(gpp_push_opts *o)
     memset(o, 0, sizeof *o);
     o->separation = GPP_PUSH_SEP_DIAG;
     o->eps = 1e-5;
-    o->eigen_lambda = 1e-3;
+    o->eigen_lambda = 1.0;
 }
 
 void gpp_push_ws_free(gpp_push_ws *ws)
@@ -209,6 +209,8 @@ static double dr_align(const gpp_push_ws *ws, int m, const void *ctx)
     return ((a->top[m] ? 0.0 : 1.0) - a->L) / a->R;
 }
 
+#define EIGEN_FLOOR 1e-6   /* lambda >= reg * 1e-6 when every feature is constant */
+
 /* The eigen form: value, and its full partials into Gw, Gb (weight wgt). */
 static int sep_eigen(gpp_push_ws *ws, const gpp_push_opts *o, int present, double wgt,
                      double *value, int *k_used, gpp_error *err)
@@ -217,16 +219,24 @@ static int sep_eigen(gpp_push_ws *ws, const gpp_push_opts *o, int present, doubl
     size_t mm = (size_t)M * M;
     memcpy(ws->A, ws->Sb, sizeof(double) * mm);
     memcpy(ws->Bm, ws->Sw, sizeof(double) * mm);
-    for (int m = 0; m < M; m++) ws->Bm[(size_t)m * M + m] += o->eigen_lambda;
+    /* lambda = reg * tr(Sw) / M: scaling the features scales Sb, Sw and
+     * lambda alike, so the eigenvalues cannot grow by scaling.  With a fixed
+     * lambda they can, without bound, when the batch is smaller than M (Sw
+     * then has a null space where only lambda holds v down): a lenet5 push
+     * (M = 500, batch 64) diverged within 20 steps. */
+    double tr = 0.0;
+    for (int m = 0; m < M; m++) tr += ws->Sw[(size_t)m * M + m];
+    const double c = o->eigen_lambda / M, lam = c * tr + EIGEN_FLOOR * o->eigen_lambda;
+    for (int m = 0; m < M; m++) ws->Bm[(size_t)m * M + m] += lam;
     int itype = 1, n = M, info = 0;
     /* symmetric, so the row-major buffers are their own column-major view */
     dsygvd_(&itype, "V", "U", &n, ws->A, &n, ws->Bm, &n, ws->w, ws->work, &ws->lwork,
             ws->iwork, &ws->liwork, &info, 1, 1);
     if (info != 0)
-        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "push.eigen_lambda",
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "push.eigen_reg",
                              "eigen separation: dsygvd failed (info %d)%s", info,
-                             info > M ? ": Sw + lambda I is not positive definite, raise "
-                                        "push.eigen_lambda" : "");
+                             info > M ? ": Sw + lambda I is not positive definite (features "
+                                        "not finite?); raise push.eigen_reg" : "");
     int nt = present - 1 < M ? present - 1 : M;   /* non-trivial: rank(Sb) <= C' - 1 */
     int k = o->eigen_k > 0 && o->eigen_k < nt ? o->eigen_k : nt;
     *k_used = k > 0 ? k : 0;
@@ -236,11 +246,14 @@ static int sep_eigen(gpp_push_ws *ws, const gpp_push_opts *o, int present, doubl
     for (int i = first; i < first + k; i++) *value -= ws->w[i] / k;
     if (wgt == 0.0) return 0;
     /* eigenvector i = column i of the column-major result = row i here;
-     * dv/dSb = e e^T, dv/dSw = -v e e^T with e^T (Sw + lambda I) e = 1. */
+     * dv/dSb = e e^T, dv/dSw = -v (e e^T + c |e|^2 I) with
+     * e^T (Sw + lambda I) e = 1 and dlambda/dSw = c I. */
     for (int i = first; i < first + k; i++) {
         const double *e = ws->A + (size_t)i * M;
         cblas_dsyr(CblasRowMajor, CblasUpper, M, -wgt / k, e, 1, ws->Gb, M);
         cblas_dsyr(CblasRowMajor, CblasUpper, M, wgt * ws->w[i] / k, e, 1, ws->Gw, M);
+        const double d = wgt * ws->w[i] / k * c * cblas_ddot(M, e, 1, e, 1);
+        for (int m = 0; m < M; m++) ws->Gw[(size_t)m * M + m] += d;
     }
     return 0;
 }

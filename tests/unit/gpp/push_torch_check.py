@@ -74,7 +74,9 @@ def torch_push(inp, cfg):
         sep = -torch.log(r + eps).mean()
         k_used = 0
     else:
-        L = torch.linalg.cholesky(Sw + lam * torch.eye(M))
+        # lambda = reg * tr(Sw) / M (+ reg * 1e-6): it scales with the features
+        lam_t = lam * torch.trace(Sw) / M + lam * 1e-6
+        L = torch.linalg.cholesky(Sw + lam_t * torch.eye(M))
         Li = torch.linalg.inv(L)
         A = Li @ Sb @ Li.T
         w = torch.linalg.eigvalsh(0.5 * (A + A.T))      # ascending
@@ -116,7 +118,10 @@ def main():
         print(__doc__)
         return 2
     dump = sys.argv[1]
-    cases = [(1, [5, 6, 6, 7], 8), (2, [3, 3, 4], 6), (3, [8, 8, 8, 8, 8], 20)]
+    # the last: fewer samples than features (Sw singular, as in a lenet5 push:
+    # batch 64, M = 500), where only lambda keeps the eigen form finite
+    cases = [(1, [5, 6, 6, 7], 8), (2, [3, 3, 4], 6), (3, [8, 8, 8, 8, 8], 20),
+             (4, [3, 3, 3], 16)]
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for seed, counts, M in cases:
