@@ -13,7 +13,7 @@
  *
  * Everything works on plain row-major arrays (float in, float out, like the
  * engine) and computes statistics in double (OpenBLAS dsyrk/dgemm, LAPACK
- * dsygvd/dpotrf).  Functions that can fail return 0 or a negative GPP_E*
+ * dpotrf/dsyevd).  Functions that can fail return 0 or a negative GPP_E*
  * code and fill `err` (may be NULL).  No global state: every function is
  * safe to call from several threads on different objects.
  *

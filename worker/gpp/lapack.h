@@ -10,13 +10,11 @@
 
 #include <stddef.h>
 
-/* Generalized symmetric-definite eigenproblem A x = v B x (itype 1),
- * divide and conquer.  On exit A holds the B-orthonormal eigenvectors
- * (columns), w the eigenvalues ascending. */
-void dsygvd_(const int *itype, const char *jobz, const char *uplo, const int *n,
-             double *a, const int *lda, double *b, const int *ldb, double *w,
-             double *work, const int *lwork, int *iwork, const int *liwork, int *info,
-             size_t jobz_len, size_t uplo_len);
+/* Symmetric eigenproblem, divide and conquer: on exit a holds the
+ * orthonormal eigenvectors (columns), w the eigenvalues ascending. */
+void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+             double *w, double *work, const int *lwork, int *iwork, const int *liwork,
+             int *info, size_t jobz_len, size_t uplo_len);
 
 /* Cholesky factorisation of a symmetric positive definite matrix. */
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info,
