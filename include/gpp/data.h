@@ -205,6 +205,10 @@ int gpp_data_pick_per_class(uint32_t **out, uint32_t *n_out,
                             uint32_t n, uint32_t k, uint64_t seed,
                             gpp_error *err);
 
+/* Fisher-Yates shuffle of a[0..n) drawing from rng (i = n-1 down to 1,
+ * j = below(i+1)). */
+void gpp_data_shuffle(uint32_t *a, uint32_t n, gpp_rng *rng);
+
 /* ---- normalisation and augmentation --------------------------------------- */
 
 typedef struct gpp_data_norm {

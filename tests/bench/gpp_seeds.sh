@@ -52,6 +52,12 @@ if [ -z "$JOB" ]; then
     [ -f "$JOB" ] || echo '{"dataset":"fashion-mnist","model":"lenet5"}' > "$JOB"
 fi
 
+# JOB with "seed" set, written to $2
+seed_job() {
+    "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); j["seed"]=int(sys.argv[2]); json.dump(j, open(sys.argv[3], "w"))' \
+        "$JOB" "$1" "$2"
+}
+
 if [ "$RENDER_ONLY" = 0 ] && [ "$CUTS_ONLY" = 1 ]; then
     BUILD=${BUILD:-$ROOT/build}
     [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" "$ROOT" -Dcuda=disabled >&2
@@ -59,8 +65,7 @@ if [ "$RENDER_ONLY" = 0 ] && [ "$CUTS_ONLY" = 1 ]; then
     for seed in $SEEDS; do
         dir=$OUT/seed-$seed
         mkdir -p "$dir"
-        "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); j["seed"]=int(sys.argv[2]); json.dump(j, open(sys.argv[3], "w"))' \
-            "$JOB" "$seed" "$dir/job.json"
+        seed_job "$seed" "$dir/job.json"
         resume=()
         [ -d "$dir/gpp" ] && resume=(--resume)
         echo "seed $seed -> $dir/gpp" >&2
@@ -75,8 +80,7 @@ elif [ "$RENDER_ONLY" = 0 ]; then
             continue
         fi
         mkdir -p "$dir"
-        "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); j["seed"]=int(sys.argv[2]); json.dump(j, open(sys.argv[3], "w"))' \
-            "$JOB" "$seed" "$dir/job.json"
+        seed_job "$seed" "$dir/job.json"
         echo "seed $seed -> $dir" >&2
         "$ROOT/tests/bench/gpp_table.sh" "$dir/job.json" --out "$dir" "${PASS[@]}" > "$dir/table.md"
     done

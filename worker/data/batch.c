@@ -153,7 +153,7 @@ static void build_balanced(gpp_data_iter *it, gpp_rng *r)
     memcpy(it->work, it->members, it->n * sizeof *it->work);
     for (uint32_t k = 0; k < K; k++) {
         uint32_t nk = it->start[k + 1] - it->start[k], reserve = it->nb * m;
-        gpp__data_shuffle(it->work + it->start[k], nk, r);
+        gpp_data_shuffle(it->work + it->start[k], nk, r);
         cur[k] = 0;
         if (nk > reserve) {
             memcpy(it->pool + np, it->work + it->start[k] + reserve,
@@ -161,14 +161,14 @@ static void build_balanced(gpp_data_iter *it, gpp_rng *r)
             np += nk - reserve;
         }
     }
-    gpp__data_shuffle(it->pool, np, r);
+    gpp_data_shuffle(it->pool, np, r);
     for (uint32_t b = 0; b < it->nb; b++) {
         uint32_t *dst = it->ord + (size_t)b * B, j = 0;
         for (uint32_t k = 0; k < K; k++) {
             uint32_t nk = it->start[k + 1] - it->start[k], *cls = it->work + it->start[k];
             if (m == 0 || nk == 0) continue;
             if (cur[k] + m > nk) {        /* small class: a fresh cycle */
-                gpp__data_shuffle(cls, nk, r);
+                gpp_data_shuffle(cls, nk, r);
                 cur[k] = 0;
             }
             for (uint32_t i = 0; i < m; i++) dst[j++] = cls[cur[k]++];
@@ -177,7 +177,7 @@ static void build_balanced(gpp_data_iter *it, gpp_rng *r)
             if (pc == np) {               /* pool spent: reuse everything */
                 memcpy(it->pool, it->base, it->n * sizeof *it->pool);
                 np = it->n;
-                gpp__data_shuffle(it->pool, np, r);
+                gpp_data_shuffle(it->pool, np, r);
                 pc = 0;
             }
             dst[j++] = it->pool[pc++];
@@ -195,7 +195,7 @@ static void build_epoch(gpp_data_iter *it)
         break;
     case GPP_DATA_SHUFFLE:
         memcpy(it->ord, it->base, it->n * sizeof *it->ord);
-        gpp__data_shuffle(it->ord, it->n, &r);
+        gpp_data_shuffle(it->ord, it->n, &r);
         break;
     case GPP_DATA_BALANCED:
         build_balanced(it, &r);

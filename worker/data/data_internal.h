@@ -11,8 +11,5 @@
 int gpp__data_by_class(const gpp_dataset *ds, const uint32_t *idx, uint32_t n,
                        uint32_t **members, uint32_t **start, gpp_error *err);
 
-/* Fisher-Yates shuffle of a[0..n) drawing from rng (i = n-1 down to 1,
- * j = below(i+1)). */
-void gpp__data_shuffle(uint32_t *a, uint32_t n, gpp_rng *rng);
 
 #endif

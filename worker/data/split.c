@@ -38,7 +38,8 @@ int gpp__data_by_class(const gpp_dataset *ds, const uint32_t *idx, uint32_t n,
     return 0;
 }
 
-void gpp__data_shuffle(uint32_t *a, uint32_t n, gpp_rng *rng)
+/* gpp_data_shuffle: see gpp/data.h. */
+void gpp_data_shuffle(uint32_t *a, uint32_t n, gpp_rng *rng)
 {
     for (uint32_t i = n; i > 1; i--) {
         uint32_t j = gpp_rng_below(rng, i);
@@ -134,7 +135,7 @@ int gpp_data_split_new(gpp_data_split **out, const gpp_dataset *train,
         uint32_t *cls = members + start[k], nk = start[k + 1] - start[k];
         uint32_t nv = (uint32_t)floor(opts->val_fraction * nk + 0.5);
         if (nk > 0 && nv > nk - 1) nv = nk - 1;
-        gpp__data_shuffle(cls, nk, &rng);
+        gpp_data_shuffle(cls, nk, &rng);
         memcpy(s->val + s->n_val, cls, nv * sizeof *cls);
         memcpy(s->train + s->n_train, cls + nv, (nk - nv) * sizeof *cls);
         s->n_val += nv;

@@ -132,16 +132,6 @@ static int fill_recover(void *user, float *x, int first, int n)
     return n;
 }
 
-static int add_extra(gpp__stage *s, const char *key, cJSON *v)
-{
-    if (!v) return oom(s->err);
-    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, v);
-    else
-        cJSON_AddItemToObject(s->extra, key, v);
-    return 0;
-}
-
 /* After a cut the batch norms' running statistics describe the layers' old
  * inputs, not the new ones (a vgg cut to 70 % of its channels evaluates near
  * chance with them).  Re-estimate them on prune.bn_recalibrate training
@@ -163,11 +153,7 @@ static int bn_recalibrate(gpp__stage *s, nn_net *net, int *images)
         return rc;
     gpp_rng rr;
     gpp_rng_seed(&rr, s->seed ^ RNG_STREAM_BN);
-    for (uint32_t i = n; i > 1; i--) {   /* the pick is in dataset order: mix the classes */
-        uint32_t j = gpp_rng_below(&rr, i), t = idx[i - 1];
-        idx[i - 1] = idx[j];
-        idx[j] = t;
-    }
+    gpp_data_shuffle(idx, n, &rr);   /* the pick is in dataset order: mix the classes */
     if (n > (uint32_t)want) n = (uint32_t)want;
     if (nn_net_batch(net) < s->B && (rc = nn_net_reserve(net, s->B, s->err)) != 0) goto done;
     nn_net_bn_restat(net, 1);
@@ -175,8 +161,7 @@ static int bn_recalibrate(gpp__stage *s, nn_net *net, int *images)
     for (uint32_t i = 0; i < n && rc == 0; i += (uint32_t)s->B) {
         int m = n - i < (uint32_t)s->B ? (int)(n - i) : s->B;
         if (m < 2 && i > 0) break;   /* a batch of one has no variance */
-        gpp_data_fill(s->x, NULL, s->data->train, idx + i, (uint32_t)m, &s->data->norm,
-                      GPP_DATA_AUG_NONE, NULL);
+        gpp__fill_train(s, idx + i, m);
         rc = nn_net_forward(net, s->x, NULL, m, 1, NULL, s->err);
         used += m;
     }
@@ -195,7 +180,7 @@ static int recalibrate_logged(gpp__stage *s)
     int rc = bn_recalibrate(s, s->net, &images);
     if (rc != 0) return rc;
     if (images > 0) gpp__log(s, "batch norm: running statistics re-estimated on %d images", images);
-    return add_extra(s, "bn_recalibrated", cJSON_CreateNumber(images));
+    return gpp__extra_set(s, "bn_recalibrated", cJSON_CreateNumber(images));
 }
 
 /* Surgery, then (prune.reconstruct) least-squares recovery against the
@@ -380,7 +365,7 @@ static int compare_cuts(gpp__stage *s, cuts *gpp_cut)
         rc = oom(s->err);
         goto done;
     }
-    if ((rc = add_extra(s, "cut_compare", o)) != 0) goto done;
+    if ((rc = gpp__extra_set(s, "cut_compare", o)) != 0) goto done;
     gpp__log(s, "right after the cut, val/test: GPP %.4f/%.4f, L1 %.4f/%.4f, random "
              "%.4f/%.4f (mean of %d draws)", v[0], t[0], v[1], t[1], rv, rt, CUT_RANDOM_DRAWS);
 done:
@@ -413,7 +398,7 @@ int gpp__prune_apply(gpp__stage *s)
     int rc = 0;
     double *rnd = NULL;
     if (!c.rm) return oom(s->err);
-    if ((rc = add_extra(s, "layers_before", widths_json(net))) != 0) goto done;
+    if ((rc = gpp__extra_set(s, "layers_before", widths_json(net))) != 0) goto done;
     pmaker = calloc((size_t)n, 1);
     u = malloc(sizeof(double) * 65536);
     if (!pmaker || !u) {
@@ -505,11 +490,11 @@ int gpp__prune_apply(gpp__stage *s)
                  "M' = %d on validation (probe accuracy %.4f vs %.4f with all, %d probes)%s",
                  n_kept, M, M - n_kept, count, acc_at, acc_all, probes,
                  kept_now != count ? " (raised to keep every branch)" : "");
-        if ((rc = add_extra(s, "m_prime", cJSON_CreateNumber(kept_now))) != 0 ||
-            (rc = add_extra(s, "predecision_width", cJSON_CreateNumber(M))) != 0 ||
-            (rc = add_extra(s, "keep_fraction", cJSON_CreateNumber((double)kept_now / M))) != 0 ||
-            (rc = add_extra(s, "lda_ranked", cJSON_CreateNumber(n_kept))) != 0 ||
-            (rc = add_extra(s, "probe_accuracy", cJSON_CreateNumber(acc_at))) != 0)
+        if ((rc = gpp__extra_set(s, "m_prime", cJSON_CreateNumber(kept_now))) != 0 ||
+            (rc = gpp__extra_set(s, "predecision_width", cJSON_CreateNumber(M))) != 0 ||
+            (rc = gpp__extra_set(s, "keep_fraction", cJSON_CreateNumber((double)kept_now / M))) != 0 ||
+            (rc = gpp__extra_set(s, "lda_ranked", cJSON_CreateNumber(n_kept))) != 0 ||
+            (rc = gpp__extra_set(s, "probe_accuracy", cJSON_CreateNumber(acc_at))) != 0)
             goto done;
         /* the pre-decision channels that go (a channel stays when any of its
          * neurons stays) */
@@ -544,7 +529,7 @@ int gpp__prune_apply(gpp__stage *s)
     gpp_rng rr;
     gpp_rng_seed(&rr, s->seed ^ RNG_STREAM_RANDOM);
     cJSON *thr = cJSON_CreateArray();
-    if ((rc = add_extra(s, "thresholds", thr)) != 0) goto done;
+    if ((rc = gpp__extra_set(s, "thresholds", thr)) != 0) goto done;
     for (int id = 1; id < n; id++) {
         if (!gpp__prunable(net, id)) continue;
         if (pr->criterion == GPP_CRITERION_GPP && pmaker[id]) continue;
@@ -582,7 +567,7 @@ int gpp__prune_apply(gpp__stage *s)
                  pr->threshold == GPP_THRESHOLD_RATIO ? "the ratio cut" : "eta*std =", t, umin,
                  umax, umean);
     }
-    if ((rc = add_extra(s, "eta", cJSON_CreateNumber(eta))) != 0) goto done;
+    if ((rc = gpp__extra_set(s, "eta", cJSON_CreateNumber(eta))) != 0) goto done;
     gpp__progress(s, 0.6);
     if (pr->criterion == GPP_CRITERION_GPP && pr->compare_cut && (rc = compare_cuts(s, &c)) != 0)
         goto done;
@@ -624,7 +609,7 @@ int gpp__baseline_cut(gpp__stage *s, int l1)
         rc = oom(s->err);
         goto done;
     }
-    if ((rc = add_extra(s, "layers_before", widths_json(net))) != 0) goto done;
+    if ((rc = gpp__extra_set(s, "layers_before", widths_json(net))) != 0) goto done;
     for (int id = 1; id < n; id++) {
         if (!gpp__prunable(net, id)) continue;
         nn_node_info in, ri;

@@ -565,26 +565,25 @@ static double input_summary_num(gpp__stage *s, const char *key)
     return cJSON_IsNumber(v) ? v->valuedouble : -1.0;
 }
 
+/* gpp__extra_set: see stage_ctx.h. */
+int gpp__extra_set(gpp__stage *s, const char *key, cJSON *v)
+{
+    if (!v) return oom(s->err);
+    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, v);
+    else
+        cJSON_AddItemToObject(s->extra, key, v);
+    return 0;
+}
+
 static int extra_num(gpp__stage *s, const char *key, double v)
 {
-    cJSON *n = cJSON_CreateNumber(v);
-    if (!n) return oom(s->err);
-    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, n);
-    else
-        cJSON_AddItemToObject(s->extra, key, n);
-    return 0;
+    return gpp__extra_set(s, key, cJSON_CreateNumber(v));
 }
 
 static int extra_bool(gpp__stage *s, const char *key, int v)
 {
-    cJSON *n = cJSON_CreateBool(v);
-    if (!n) return oom(s->err);
-    if (cJSON_GetObjectItemCaseSensitive(s->extra, key))
-        cJSON_ReplaceItemInObjectCaseSensitive(s->extra, key, n);
-    else
-        cJSON_AddItemToObject(s->extra, key, n);
-    return 0;
+    return gpp__extra_set(s, key, cJSON_CreateBool(v));
 }
 
 static double extra_get(gpp__stage *s, const char *key, double def)

@@ -68,6 +68,10 @@ int gpp__evaluate(gpp__stage *s, const gpp_dataset *ds, const uint32_t *idx, uin
  * no augmentation). */
 void gpp__fill_train(gpp__stage *s, const uint32_t *idx, int n);
 
+/* Set s->extra[key] (a stage summary key) to v, replacing an earlier value;
+ * GPP_ENOMEM when v is NULL (a failed cJSON_Create*). */
+int gpp__extra_set(gpp__stage *s, const char *key, cJSON *v);
+
 /* Replace s->net (freeing the old one) and reserve it for s->B. */
 int gpp__set_net(gpp__stage *s, nn_net *net);
 

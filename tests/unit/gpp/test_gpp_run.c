@@ -44,6 +44,25 @@ static cJSON *read_json(const char *path)
     return j;
 }
 
+/* Every record of OUT/metrics.jsonl, parsed (each line must parse), as a
+ * cJSON array; the caller deletes it. */
+static cJSON *read_metrics(const char *out)
+{
+    char p[4300], line[4096];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    cJSON *all = cJSON_CreateArray();
+    assert_non_null(all);
+    while (fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        assert_non_null(j);
+        cJSON_AddItemToArray(all, j);
+    }
+    fclose(f);
+    return all;
+}
+
 static double num(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -192,14 +211,10 @@ static void test_end_to_end(void **state)
     }
 
     /* metrics.jsonl */
-    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
-    f = fopen(p, "r");
-    assert_non_null(f);
-    char line[4096];
+    cJSON *recs = read_metrics(a);
+    const cJSON *j;
     int iters = 0, evals = 0, push_iters = 0;
-    while (fgets(line, sizeof line, f)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
+    cJSON_ArrayForEach(j, recs) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
         assert_non_null(type);
         assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "stage")));
@@ -226,9 +241,8 @@ static void test_end_to_end(void **state)
             num(j, "params");
             assert_true(num(j, "flops") == 2 * num(j, "macs"));
         }
-        cJSON_Delete(j);
     }
-    fclose(f);
+    cJSON_Delete(recs);
     assert_int_equal(evals, 8 + 2 * sf_iter);
     assert_true(iters > 8 * 20 && push_iters > 0);
     char name[64];
@@ -330,7 +344,7 @@ static void test_baselines_list(void **state)
 static void test_final_lr(void **state)
 {
     (void)state;
-    char job[4200], a[4200], p[4300];
+    char job[4200], a[4200];
     char *dir = job_dir(
         "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1,\"lr\":0.05},"
         "\"iterations\":2,\"prune\":{\"finetune_epochs\":1,\"final_finetune_epochs\":1,"
@@ -339,15 +353,11 @@ static void test_final_lr(void **state)
         job, a);
     char *argv[7] = {"run", job, "--out", a, "--threads", "1", "--baselines=l1,scratch"};
     assert_int_equal(gpp_run_main(7, argv), 0);
-    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
     /* the peak lr per stage (the prunes by stage index: 1 and 2) */
     double peak_train = 0, peak_prune[2] = {0, 0}, peak_l1 = 0, peak_scratch = 0;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
+    cJSON *recs = read_metrics(a);
+    const cJSON *j;
+    cJSON_ArrayForEach(j, recs) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
         const char *stage = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "stage"));
         assert_non_null(type);
@@ -367,9 +377,8 @@ static void test_final_lr(void **state)
             }
             if (lr > *peak) *peak = lr;
         }
-        cJSON_Delete(j);
     }
-    fclose(f);
+    cJSON_Delete(recs);
     assert_true(peak_train > 0.04 && peak_train <= 0.05 + 1e-9);
     assert_true(peak_prune[0] > 0.015 && peak_prune[0] <= 0.02 + 1e-9);
     assert_true(peak_prune[1] > 0.003 && peak_prune[1] <= 0.004 + 1e-9);
@@ -389,7 +398,7 @@ static void test_final_lr(void **state)
 static void test_eigen_push_stable(void **state)
 {
     (void)state;
-    char job[4200], a[4200], p[4300];
+    char job[4200], a[4200];
     char *dir = job_dir(
         "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
         "\"iterations\":1,\"push\":{\"separation\":\"eigen\"},"
@@ -398,15 +407,11 @@ static void test_eigen_push_stable(void **state)
         job, a);
     char *argv[6] = {"run", job, "--out", a, "--threads", "2"};
     assert_int_equal(gpp_run_main(6, argv), 0);
-    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    char line[4096];
     int steps = 0;
     double worst_ce = 0, worst_sep = 0, val_train = -1, val_push = -1;
-    while (fgets(line, sizeof line, f)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
+    cJSON *recs = read_metrics(a);
+    const cJSON *j;
+    cJSON_ArrayForEach(j, recs) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
         const char *stage = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "stage"));
         assert_non_null(type);
@@ -422,9 +427,8 @@ static void test_eigen_push_stable(void **state)
             if (cJSON_IsNumber(v) && strcmp(stage, "train") == 0) val_train = v->valuedouble;
             if (cJSON_IsNumber(v) && strcmp(stage, "push") == 0) val_push = v->valuedouble;
         }
-        cJSON_Delete(j);
     }
-    fclose(f);
+    cJSON_Delete(recs);
     printf("eigen push: %d steps, worst ce %.3f, lowest sep %.3f; val %.4f -> %.4f\n", steps,
            worst_ce, worst_sep, val_train, val_push);
     assert_true(steps >= 50);
@@ -500,15 +504,11 @@ static void test_final_recovery(void **state)
     }
     cJSON_Delete(sum);
     /* the recovery's steps: two epochs, peak lr prune.final_lr */
-    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    char line[4096];
     double peak = 0, last_epoch = 0;
     int steps = 0;
-    while (fgets(line, sizeof line, f)) {
-        cJSON *j = cJSON_Parse(line);
-        assert_non_null(j);
+    cJSON *recs = read_metrics(a);
+    const cJSON *j;
+    cJSON_ArrayForEach(j, recs) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
         const char *stage = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "stage"));
         if (type && stage && strcmp(type, "iteration") == 0 && strcmp(stage, "finetune") == 0) {
@@ -517,9 +517,8 @@ static void test_final_recovery(void **state)
             last_epoch = num(j, "epoch");
             steps++;
         }
-        cJSON_Delete(j);
     }
-    fclose(f);
+    cJSON_Delete(recs);
     assert_true(steps > 0);
     assert_true(peak > 0.003 && peak <= 0.004 + 1e-9);
     assert_true(fabs(last_epoch - 2.0) < 1e-6);
