@@ -140,6 +140,24 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     assert.ok(cutCells[2].startsWith(`${(cc.l1_test * 100).toFixed(2)} %`), cutCells[2]);
     assert.ok(cutCells[3].startsWith(`${(cc.random_test * 100).toFixed(2)} %`), cutCells[3]);
 
+    // Every stage counts its iterations from 0: the charts lay the stages end
+    // to end, so the loss chart holds each (stage, iteration) point once and
+    // its latest point is in the last stage that trained (the prune's fine-tune).
+    const lossApi = (await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}/metrics?name=loss&max_points=0`)).json.series.loss;
+    const lossKeys = new Set(lossApi.iteration.map((it, i) => `${lossApi.stage[i]}:${it}`));
+    assert.ok(new Set(lossApi.stage).size >= 3, `loss in stages ${[...new Set(lossApi.stage)]}`);
+    assert.ok(lossKeys.size < 1000, `${lossKeys.size} points: the page would see them downsampled`);
+    const lossLine = (txt) => txt.match(/(?:^|[.;] )loss: (\d+) points, latest \S+ at ([^,]+),/);
+    const lossFig = page.locator('figure.chart[aria-label="Loss terms"] .chart-summary');
+    await page.waitForFunction((n) => {
+      const el = document.querySelector('figure.chart[aria-label="Loss terms"] .chart-summary');
+      const m = el && el.textContent.match(/(?:^|[.;] )loss: (\d+) points/);
+      return m && Number(m[1]) === n;
+    }, lossKeys.size, { timeout: 20000, polling: 100 });
+    const lossAt = lossLine(await lossFig.textContent());
+    assert.ok(lossAt, await lossFig.textContent());
+    assert.match(lossAt[2], /^Prune 1 · \d+$/);
+
     // Per-layer widths: before and after bars for every layer, and the
     // pruned layers narrower after.
     // (The architecture is fetched again a moment after each stage ends.)

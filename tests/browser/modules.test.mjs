@@ -18,7 +18,7 @@ globalThis.sessionStorage = {
 
 const { openEvents } = await import('../../web/js/sse.js');
 const { readField, fieldFor, FIELDS, setPath, FieldError } = await import('../../web/js/jobspec.js');
-const { groupNames, readMetrics, eventPoints } = await import('../../web/js/metrics.js');
+const { groupNames, readMetrics, eventPoints, stageLayout, onSteps, stepAt } = await import('../../web/js/metrics.js');
 const { alignSeries } = await import('../../web/js/charts.js');
 const { pageOf } = await import('../../web/js/api.js');
 
@@ -179,6 +179,37 @@ test('metrics are grouped into charts and aligned on one x axis', () => {
     [{ name: 'loss', x: 8, y: 0.4 }, { name: 'lr', x: 8, y: 0.01 }]);
   assert.deepEqual(eventPoints({ points: [{ name: 'a', iteration: 1, value: 2 }] }), [{ name: 'a', x: 1, y: 2 }]);
   assert.deepEqual(eventPoints({ state: 'running' }), []);
+  // gppd's metric events carry the stage; a point's own stage wins
+  assert.deepEqual(eventPoints({ job: 'j', stage: 2, attempt: 1, points: [{ name: 'a', iteration: 3, value: 1 }, { name: 'b', iteration: 4, value: 2, stage: 3 }] }),
+    [{ name: 'a', x: 3, y: 1, stage: 2 }, { name: 'b', x: 4, y: 2, stage: 3 }]);
   assert.deepEqual(pageOf({ jobs: [1, 2], next_cursor: 'abc' }, 'jobs'), { items: [1, 2], next: 'abc' });
   assert.deepEqual(pageOf({ jobs: [1], next_cursor: null }, 'jobs'), { items: [1], next: '' });
+});
+
+test('stages are laid end to end on one step axis; a retried stage keeps its newest points', () => {
+  // as gppd returns them: ordered by stage, iteration, attempt; every stage counts from 0
+  const m = readMetrics({
+    names: ['loss', 'params'],
+    series: {
+      loss: {
+        stage: [0, 0, 0, 1, 1, 1, 1, 3], attempt: [1, 1, 1, 1, 2, 1, 2, 1],
+        iteration: [0, 5, 9, 0, 0, 4, 4, 2], value: [3, 2, 1, 9, 8, 7, 6, 5],
+      },
+      params: { stage: [0, 2], iteration: [9, 6], value: [100, 40] },
+    },
+  });
+  const lay = stageLayout(m.series);
+  // stage 0: 0..9, stage 1: 10..14, stage 2 (params only): 15..21, stage 3: 22..24
+  assert.deepEqual(lay.spans, [
+    { stage: 0, start: 0, end: 9 }, { stage: 1, start: 10, end: 14 },
+    { stage: 2, start: 15, end: 21 }, { stage: 3, start: 22, end: 24 },
+  ]);
+  assert.deepEqual(onSteps(m.series.get('loss'), lay), { x: [0, 5, 9, 10, 14, 24], y: [3, 2, 1, 8, 6, 5] });
+  assert.deepEqual(onSteps(m.series.get('params'), lay), { x: [9, 21], y: [100, 40] });
+  assert.deepEqual(stepAt(lay, 12), { stage: 1, iteration: 2 });
+  assert.deepEqual(stepAt(lay, 22), { stage: 3, iteration: 0 });
+  assert.equal(stepAt(lay, 99), null);
+  // without stages (an older server) everything is one stage, as before
+  const flat = readMetrics({ series: { a: { iteration: [1, 2], value: [5, 6] } } });
+  assert.deepEqual(onSteps(flat.series.get('a'), stageLayout(flat.series)), { x: [1, 2], y: [5, 6] });
 });

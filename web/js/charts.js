@@ -65,7 +65,8 @@ export function alignSeries(list) {
 }
 
 /** Summary text of series: count and last / min / max of each. */
-function summarise(title, list, xLabel) {
+function summarise(title, list, xLabel, xValue) {
+  const at = (x) => (xValue ? xValue(x) : `${xLabel} ${fmtValue(x)}`);
   const withPts = list.filter((s) => s.y.some((v) => v !== null && Number.isFinite(v)));
   if (!withPts.length) return `${title}: no points yet.`;
   const parts = withPts.map((s) => {
@@ -83,15 +84,54 @@ function summarise(title, list, xLabel) {
       if (v < min) min = v;
       if (v > max) max = v;
     }
-    return `${s.label}: ${n} points, latest ${fmtValue(last)} at ${xLabel} ${fmtValue(lastX)}, range ${fmtValue(min)} to ${fmtValue(max)}`;
+    return `${s.label}: ${n} points, latest ${fmtValue(last)} at ${at(lastX)}, range ${fmtValue(min)} to ${fmtValue(max)}`;
   });
   return `${title}. ${parts.join('; ')}.`;
+}
+
+/** Dashed vertical lines with a label at the top, inside the plot area. */
+function drawMarks(u, marks) {
+  if (!marks || !marks.length) return;
+  const { ctx, bbox } = u;
+  const [lo, hi] = [u.scales.x.min, u.scales.x.max];
+  const dpr = window.devicePixelRatio || 1;
+  ctx.save();
+  ctx.strokeStyle = css('--fg-muted', '#5b6575');
+  ctx.fillStyle = ctx.strokeStyle;
+  ctx.globalAlpha = 0.55;
+  ctx.lineWidth = dpr;
+  ctx.setLineDash([4 * dpr, 4 * dpr]);
+  ctx.font = `${11 * dpr}px system-ui, sans-serif`;
+  ctx.textBaseline = 'top';
+  ctx.textAlign = 'left';
+  const rowEnd = [-Infinity, -Infinity, -Infinity]; // labels in up to three rows
+  for (const m of marks) {
+    if (!(m.x > lo && m.x <= hi)) continue;
+    const px = Math.round(u.valToPos(m.x, 'x', true));
+    ctx.beginPath();
+    ctx.moveTo(px, bbox.top);
+    ctx.lineTo(px, bbox.top + bbox.height);
+    ctx.stroke();
+    // a label in the first row where it does not run into the one before
+    const w = ctx.measureText(m.label || '').width;
+    const x0 = px + 3 * dpr;
+    const row = rowEnd.findIndex((end) => x0 > end);
+    if (m.label && row >= 0 && x0 + w < bbox.left + bbox.width) {
+      ctx.fillText(m.label, x0, bbox.top + (2 + 13 * row) * dpr);
+      rowEnd[row] = x0 + w + 6 * dpr;
+    }
+  }
+  ctx.restore();
 }
 
 /**
  * A line chart in `container`.  opts: {title, xLabel, yLabel, points (bool:
  * draw markers), series: [{label, x, y, color?, dash?, points?, width?}],
- * xLog, yFormat}.  Returns {update(series), destroy(), figure}.
+ * xLog, yFormat, stepped (hold each value until the next point: counts that
+ * change in steps), xValue (x as the legend shows it), xLegend (the x's
+ * name in the legend, default xLabel), marks (a function
+ * returning [{x, label}]: dashed vertical lines, e.g. where stages start)}.
+ * Returns {update(series), destroy(), figure}.
  */
 export function lineChart(container, opts) {
   const xLabel = opts.xLabel || 'iteration';
@@ -119,7 +159,9 @@ export function lineChart(container, opts) {
       return;
     }
     const width = Math.max(200, plot.clientWidth || container.clientWidth || 600);
-    const series = [{ label: xLabel, value: (self, v) => (v === null ? '–' : fmtValue(v)) }].concat(list.map((s, i) => ({
+    const xValue = opts.xValue || fmtValue;
+    const stepped = opts.stepped && uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined;
+    const series = [{ label: opts.xLegend || xLabel, value: (self, v) => (v === null ? '–' : xValue(v)) }].concat(list.map((s, i) => ({
       label: s.label,
       stroke: s.color || PALETTE[i % PALETTE.length],
       width: s.width || 1.5,
@@ -134,7 +176,7 @@ export function lineChart(container, opts) {
           stroke: s.color || PALETTE[i % PALETTE.length],
         }
         : { show: false },
-      paths: s.noLine ? () => null : undefined,
+      paths: s.noLine ? () => null : stepped,
       value: (self, v) => (v === null ? '–' : fmtValue(v)),
     })));
     u = new uPlot({
@@ -151,6 +193,7 @@ export function lineChart(container, opts) {
       ],
       legend: { show: true, live: true },
       cursor: { drag: { x: true, y: false } },
+      hooks: opts.marks ? { draw: [(self) => drawMarks(self, opts.marks())] } : {},
     }, alignSeries(list), plot);
     shape = list.map((s) => s.label).join('\u0000');
   }
@@ -160,7 +203,7 @@ export function lineChart(container, opts) {
     const hasPts = list.some((s) => s.y.some((v) => v !== null && Number.isFinite(v)));
     emptyNote.hidden = hasPts;
     plot.hidden = !hasPts;
-    summary.textContent = summarise(opts.title, list, xLabel);
+    summary.textContent = summarise(opts.title, list, xLabel, opts.xValue);
     if (!hasPts) return;
     const newShape = list.map((s) => s.label).join('\u0000');
     if (!u || newShape !== shape) build(list);

@@ -11,8 +11,8 @@ const GROUPS = [
   { key: 'loss', title: 'Loss terms', test: (n) => /loss|(^|[/_.])(sep|cov|align|ce|xent)$/i.test(n), yLabel: 'loss' },
   { key: 'accuracy', title: 'Accuracy (train / validation)', test: (n) => /acc/i.test(n), yLabel: 'accuracy', pct: true },
   { key: 'lr', title: 'Learning rate', test: (n) => /(^|[/_.])lr$|learning.?rate/i.test(n), yLabel: 'lr' },
-  { key: 'params', title: 'Parameters', test: (n) => /param/i.test(n), yLabel: 'params' },
-  { key: 'flops', title: 'FLOPs (multiply-adds)', test: (n) => /flop|macs?$/i.test(n), yLabel: 'FLOPs' },
+  { key: 'params', title: 'Parameters', test: (n) => /param/i.test(n), yLabel: 'params', stepped: true },
+  { key: 'flops', title: 'FLOPs (multiply-adds)', test: (n) => /flop|macs?$/i.test(n), yLabel: 'FLOPs', stepped: true },
 ];
 
 /** Group metric names into charts: [{key, title, yLabel, names}]. */
@@ -47,7 +47,67 @@ export function readMetrics(body) {
 function col(s) {
   const x = (s.iteration || s.iterations || s.x || []).map(Number);
   const y = (s.value || s.values || s.y || []).map((v) => (v === null ? null : Number(v)));
-  return { x, y, t: s.time || s.times || [], stage: s.stage || s.stages || [] };
+  const st = s.stage || s.stages || [];
+  return { x, y, t: s.time || s.times || [], stage: x.map((_, i) => (st[i] === undefined || st[i] === null ? 0 : Number(st[i]))) };
+}
+
+function stageAt(s, i) {
+  const v = s.stage ? s.stage[i] : undefined;
+  return v === null || v === undefined || !Number.isFinite(Number(v)) ? 0 : Number(v);
+}
+
+/**
+ * Each stage counts its iterations from the start, so the stages are laid
+ * end to end on one step axis: a stage's first step comes right after the
+ * largest iteration of the stage before it (over every series).
+ * series: Map(name -> {x: iterations, stage: stage indexes}).
+ * Returns {offset: Map(stage -> its first step), spans: [{stage, start, end}]}.
+ */
+export function stageLayout(series) {
+  const last = new Map();
+  for (const s of series.values()) {
+    for (let i = 0; i < s.x.length; i++) {
+      const it = s.x[i];
+      if (!Number.isFinite(it)) continue;
+      const st = stageAt(s, i);
+      if (!last.has(st) || it > last.get(st)) last.set(st, it);
+    }
+  }
+  const offset = new Map();
+  const spans = [];
+  let at = 0;
+  for (const st of [...last.keys()].sort((a, b) => a - b)) {
+    offset.set(st, at);
+    const end = at + Math.max(0, last.get(st));
+    spans.push({ stage: st, start: at, end });
+    at = end + 1;
+  }
+  return { offset, spans };
+}
+
+/**
+ * One series on the step axis of `layout`: x = the stage's first step +
+ * iteration, ascending.  A point seen twice (a retried stage's attempts)
+ * keeps the later value: the server orders by stage, iteration, attempt and
+ * live points arrive in order.
+ */
+export function onSteps(s, layout) {
+  const at = new Map();
+  for (let i = 0; i < s.x.length; i++) {
+    const off = layout.offset.get(stageAt(s, i));
+    if (off === undefined || !Number.isFinite(s.x[i])) continue;
+    at.set(off + s.x[i], s.y[i]);
+  }
+  const x = [...at.keys()].sort((a, b) => a - b);
+  return { x, y: x.map((v) => at.get(v)) };
+}
+
+/** Where a step falls: {stage, iteration}, or null outside every stage. */
+export function stepAt(layout, x) {
+  for (const sp of layout.spans) {
+    if (x >= sp.start && x <= sp.end) return { stage: sp.stage, iteration: x - sp.start };
+  }
+  return null;
 }
 
 /** Fetch a job's metrics (names: optional list). */
@@ -61,25 +121,35 @@ export async function fetchMetrics(jobId, names, signal) {
 /**
  * Points carried by an SSE metric event, whatever its exact form:
  * {name, iteration, value} | {points: [...]} | {metrics: {name: value}, iteration}
- * | columnar {series: {...}}.  Returns [{name, x, y}] (maybe empty).
+ * | columnar {series: {...}}.  Returns [{name, x, y, stage?}] (maybe empty);
+ * stage is the point's own or the event's (gppd's metric events carry it).
  */
 export function eventPoints(data) {
   if (!data || typeof data !== 'object') return [];
   const pts = [];
+  // the stage a point belongs to: its own, else the event's
+  const stageOf = (p) => {
+    const v = Number(p && p.stage !== undefined && p.stage !== null ? p.stage : data.stage);
+    return Number.isFinite(v) ? { stage: v } : {};
+  };
   const one = (p, it) => {
     if (!p || typeof p !== 'object') return;
     const x = Number(p.iteration ?? p.iter ?? p.step ?? it);
     if (p.name !== undefined && Number.isFinite(x)) {
-      pts.push({ name: String(p.name), x, y: p.value === null ? null : Number(p.value) });
+      pts.push({ name: String(p.name), x, y: p.value === null ? null : Number(p.value), ...stageOf(p) });
     }
   };
   if (Array.isArray(data)) data.forEach((p) => one(p));
   else if (Array.isArray(data.points)) data.points.forEach((p) => one(p, data.iteration));
   else if (data.series && typeof data.series === 'object') {
     const m = readMetrics(data);
-    for (const [name, s] of m.series) s.x.forEach((x, i) => pts.push({ name, x, y: s.y[i] }));
+    for (const [name, s] of m.series) {
+      s.x.forEach((x, i) => pts.push({ name, x, y: s.y[i], ...stageOf({ stage: s.stage[i] }) }));
+    }
   } else if (data.metrics && typeof data.metrics === 'object' && !Array.isArray(data.metrics)) {
-    for (const [name, v] of Object.entries(data.metrics)) pts.push({ name, x: Number(data.iteration), y: v === null ? null : Number(v) });
+    for (const [name, v] of Object.entries(data.metrics)) {
+      pts.push({ name, x: Number(data.iteration), y: v === null ? null : Number(v), ...stageOf(null) });
+    }
   } else if (Array.isArray(data.metrics)) data.metrics.forEach((p) => one(p, data.iteration));
   else one(data);
   return pts.filter((p) => Number.isFinite(p.x));

@@ -6,7 +6,7 @@ import { api, pageOf } from '../api.js';
 import { h, replace, announce, fmtValue } from '../dom.js';
 import { readJob, badge, paramsText, accuracyText } from '../model.js';
 import { lineChart } from '../charts.js';
-import { fetchMetrics } from '../metrics.js';
+import { fetchMetrics, stageLayout, onSteps } from '../metrics.js';
 
 export const NAME = 'compare';
 
@@ -74,8 +74,10 @@ export async function render(main, route, ctx) {
     syncUrl();
 
     const series = ok.map((e) => {
+      // each job's stages end to end on its own step axis
       const s = e.metrics.series.get(metric);
-      return { label: `${e.job.name} (${e.id})`, x: s ? s.x : [], y: s ? s.y : [] };
+      const steps = s ? onSteps(s, stageLayout(e.metrics.series)) : { x: [], y: [] };
+      return { label: `${e.job.name} (${e.id})`, x: steps.x, y: steps.y };
     });
     if (ok.length < 2) {
       note.hidden = false;
@@ -94,7 +96,7 @@ export async function render(main, route, ctx) {
       const pct = /acc/i.test(metric);
       chart = lineChart(chartBox, {
         title: `${metric} by job`,
-        xLabel: 'iteration',
+        xLabel: 'step (stages end to end)',
         yLabel: metric,
         yFormat: pct ? (v) => (v === null ? '' : `${+(v * 100).toFixed(1)}%`) : undefined,
         series,

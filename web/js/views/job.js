@@ -15,7 +15,9 @@ import {
   readJob, refText, stageLabel, reasonText, badge, progressBar, isFinished, summaryPair, accuracyOf,
 } from '../model.js';
 import { lineChart, widthBars, PALETTE } from '../charts.js';
-import { fetchMetrics, groupNames, eventPoints, MAX_POINTS } from '../metrics.js';
+import {
+  fetchMetrics, groupNames, eventPoints, stageLayout, onSteps, stepAt, MAX_POINTS,
+} from '../metrics.js';
 
 export const NAME = 'job';
 const POLL_MS = 3000;
@@ -232,15 +234,36 @@ export async function render(main, route, ctx) {
     }
     if (alive) drawCharts();
   }
-  /** Refetch the downsampled series at most every few seconds. */
+  /**
+   * Refetch the downsampled series at most every few seconds; a sooner
+   * request (a stage finished) moves a later pending one forward.
+   */
+  let metricsDue = 0;
   function scheduleMetrics(ms = 2000) {
-    if (metricsPending) return;
-    const wait = Math.max(0, metricsLast + ms - Date.now());
+    const due = Math.max(Date.now(), metricsLast + ms);
+    if (metricsPending) {
+      if (due >= metricsDue) return;
+      clearTimeout(metricsPending);
+    }
+    metricsDue = due;
     metricsPending = setTimeout(async () => {
       metricsPending = 0;
       await loadMetrics();
-    }, wait);
+    }, due - Date.now());
   }
+
+  let layout = { offset: new Map(), spans: [] };
+  const stageName = (idx) => {
+    const st = job && job.stages.find((x) => x.idx === idx);
+    return st ? stageLabel(st) : `stage ${idx + 1}`;
+  };
+  /** A step as the legend shows it: the stage and its own iteration. */
+  const stepText = (x) => {
+    const at = stepAt(layout, x);
+    return at ? `${stageName(at.stage)} · ${at.iteration}` : String(x);
+  };
+  /** Where each stage starts on the step axis, with its name. */
+  const stageMarks = () => layout.spans.map((sp) => ({ x: sp.start, label: stageName(sp.stage) }));
 
   let drawQueued = false;
   function drawCharts() {
@@ -251,6 +274,8 @@ export async function render(main, route, ctx) {
       if (!alive) return;
       const groups = groupNames(metricState.names.filter((n) => metricState.series.has(n)));
       chartsNote.hidden = groups.length > 0;
+      // Every stage counts its iterations from 0: the charts lay them end to end.
+      layout = stageLayout(metricState.series);
       const keep = new Set(groups.map((g) => g.key));
       for (const [k, c] of charts) {
         if (!keep.has(k)) {
@@ -261,14 +286,18 @@ export async function render(main, route, ctx) {
       }
       for (const g of groups) {
         const list = g.names.map((n) => {
-          const s = metricState.series.get(n);
+          const s = onSteps(metricState.series.get(n), layout);
           return { label: n, x: s.x, y: s.y };
         });
         let c = charts.get(g.key);
         if (!c) {
           const chart = lineChart(chartsBox, {
             title: g.title,
-            xLabel: 'iteration',
+            xLabel: 'step (stages end to end)',
+            xLegend: 'stage · iteration',
+            xValue: stepText,
+            marks: stageMarks,
+            stepped: g.stepped,
             yLabel: g.yLabel,
             yFormat: g.pct ? (v) => (v === null ? '' : `${+(v * 100).toFixed(1)}%`) : undefined,
             series: list,
@@ -294,12 +323,17 @@ export async function render(main, route, ctx) {
         metricState.names.push(p.name);
         metricState.names.sort();
       }
-      const last = s.x.length ? s.x[s.x.length - 1] : -Infinity;
-      if (p.x > last) {
+      // in order: a later stage, or a later iteration of the same stage
+      const n = s.x.length;
+      const st = p.stage ?? 0;
+      const lastStage = n ? Number(s.stage[n - 1] ?? 0) : -Infinity;
+      const last = n ? s.x[n - 1] : -Infinity;
+      if (st > lastStage || (st === lastStage && p.x > last)) {
         s.x.push(p.x);
         s.y.push(p.y);
-      } else if (p.x < last) {
-        unknown = true; // out of order (a new stage restarting its count): refetch
+        s.stage.push(st);
+      } else if (st < lastStage || p.x < last) {
+        unknown = true; // out of order (stages interleaved, or a retried stage): refetch
       }
       if (s.x.length > MAX_POINTS * 2) unknown = true; // let the server downsample again
     }
