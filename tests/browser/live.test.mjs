@@ -6,6 +6,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { launchBrowser, withGppd, signIn, shot, apiCall } from './harness.mjs';
 
 let browser;
@@ -157,6 +158,22 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     const lossAt = lossLine(await lossFig.textContent());
     assert.ok(lossAt, await lossFig.textContent());
     assert.match(lossAt[2], /^Prune 1 · \d+$/);
+
+    // Downloads: the checkpoint button gives the bytes the API serves, the
+    // metrics button every point of every series (not the charts' downsampled ones).
+    const fromApi = async (p) => Buffer.from(await (await fetch(gppd.url + p, { headers: { Authorization: `Bearer ${gppd.token}` } })).arrayBuffer());
+    const [gppmDl] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download .gppm' }).click()]);
+    const gppmBytes = await readFile(await gppmDl.path());
+    assert.ok(gppmBytes.length > 1000, `${gppmBytes.length} bytes`);
+    assert.ok(gppmBytes.equals(await fromApi(`/api/v1/jobs/${jobId}/model?format=gppm`)), 'the .gppm differs from the API\'s');
+    const [csvDl] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download metrics (CSV)' }).click()]);
+    assert.match(csvDl.suggestedFilename(), /\.csv$/);
+    const csv = (await readFile(await csvDl.path(), 'utf8')).trim().split('\n');
+    assert.equal(csv[0], 'name,stage,attempt,iteration,value,time');
+    const all = (await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}/metrics?max_points=0`)).json.series;
+    const nPoints = Object.values(all).reduce((n, s) => n + s.iteration.length, 0);
+    assert.equal(csv.length - 1, nPoints);
+    assert.equal(csv.filter((l) => l.startsWith('loss,')).length, lossApi.iteration.length);
 
     // Per-layer widths: before and after bars for every layer, and the
     // pruned layers narrower after.

@@ -46,6 +46,8 @@ export async function render(main, route, ctx) {
   const retryBtn = h('button.btn#job-retry', { type: 'button', disabled: true }, 'Retry');
   const dlGppm = h('button.btn#job-download-gppm', { type: 'button', disabled: true }, 'Download .gppm');
   const dlOnnx = h('button.btn#job-download-onnx', { type: 'button', disabled: true }, 'Download ONNX');
+  const dlCsv = h('button.btn.btn-small#job-download-csv', { type: 'button', disabled: true, title: 'No metric points yet.' },
+    'Download metrics (CSV)');
   const cards = h('div.cards');
   const timelineStrip = h('div.timeline-strip', { 'aria-hidden': 'true' });
   const timeline = h('ol.timeline', { 'aria-label': 'Stages in order' });
@@ -74,7 +76,9 @@ export async function render(main, route, ctx) {
     meta,
     cards,
     section('sec-stages', 'Stages', timelineStrip, timeline),
-    section('sec-metrics', 'Metrics', chartsError, chartsNote, chartsBox),
+    h('section.panel', { 'aria-labelledby': 'sec-metrics' },
+      h('div.section-head', h('h2', { id: 'sec-metrics' }, 'Metrics'), dlCsv),
+      chartsError, chartsNote, chartsBox),
     section('sec-avs', 'Accuracy versus size', avsBox, cutBox),
     section('sec-widths', 'Per-layer widths',
       h('div.field.field-inline', h('label', { for: 'widths-stage' }, 'Compare the baseline with'), widthsPick),
@@ -202,11 +206,11 @@ export async function render(main, route, ctx) {
     // The stream stopped when the job finished: follow the retried job live.
     if (alive && job && !isFinished(job.state) && live.dataset.live === 'ended') startStream();
   });
-  const dl = (button, format) => async () => {
+  const dl = (button, format, what = 'model') => async () => {
     actionError.hidden = true;
     setBusy(button, true);
     try {
-      const f = await download(`/jobs/${enc}/model`, { format }, `${id}.${format}`);
+      const f = await download(`/jobs/${enc}/${what}`, { format }, `${id}${what === 'model' ? '' : `-${what}`}.${format}`);
       announce(`Downloaded ${f.name} (${fmtCount(f.size)} bytes).`, 'ok');
     } catch (e) {
       showActionError(e);
@@ -217,6 +221,8 @@ export async function render(main, route, ctx) {
   };
   dlGppm.addEventListener('click', dl(dlGppm, 'gppm'));
   dlOnnx.addEventListener('click', dl(dlOnnx, 'onnx'));
+  // every point, not the downsampled ones the charts draw (CSV: max_points 0)
+  dlCsv.addEventListener('click', dl(dlCsv, 'csv', 'metrics'));
 
   // ---------- metrics ----------
   let metricsPending = 0;
@@ -274,6 +280,8 @@ export async function render(main, route, ctx) {
       if (!alive) return;
       const groups = groupNames(metricState.names.filter((n) => metricState.series.has(n)));
       chartsNote.hidden = groups.length > 0;
+      dlCsv.disabled = groups.length === 0;
+      dlCsv.title = groups.length ? 'Every point of every series, one row each' : 'No metric points yet.';
       // Every stage counts its iterations from 0: the charts lay them end to end.
       layout = stageLayout(metricState.series);
       const keep = new Set(groups.map((g) => g.key));
