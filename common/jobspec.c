@@ -908,7 +908,7 @@ void gpp_jobspec_free(gpp_jobspec *spec)
 int gpp_jobspec_stage_count(const gpp_jobspec *spec)
 {
     if (!spec) return 0;
-    return (spec->model_kind == GPP_MODEL_CHECKPOINT ? 0 : 1) +
+    return 1 +
            (spec->grow.enabled ? spec->grow.max_modules : 0) + 2 * spec->iterations +
            gpp_jobspec_has_finetune(spec);
 }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "artifacts.h"
 #include "gpp_config.h"
 #include "log.h"
 #include "tokens.h"
@@ -74,6 +75,7 @@ typedef struct api_conn {
     atomic_bool receiving;             /* waiting for (the rest of) a request */
     atomic_bool partial;               /* a request line of it has come */
     atomic_uint_fast64_t since_ns;     /* when that wait began (monotonic) */
+    atomic_uint_fast32_t deadline_s;   /* this request's deadline; 0: API_REQUEST_DEADLINE_S */
     bool cut;                          /* the reaper shut it down */
     char addr[64];
 } api_conn;
@@ -129,6 +131,7 @@ static const api_handler handlers[API_R_COUNT] = {
     [API_R_JOB_MODEL] = api__job_model,
     [API_R_WORKERS_LIST] = api__workers_list,
     [API_R_WORKER_DRAIN] = api__worker_drain,
+    [API_R_MODELS_UPLOAD] = api__models_upload,
     [API_R_DATASETS_LIST] = api__datasets_list,
     [API_R_DATASETS_REGISTER] = api__datasets_register,
     [API_R_DATASET_GET] = api__dataset_get,
@@ -526,8 +529,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (c) {                           /* the next request's deadline starts now */
         atomic_store(&c->partial, false);
         atomic_store(&c->since_ns, gpp__mono_ns());
+        atomic_store(&c->deadline_s, 0);
         atomic_store(&c->receiving, true);
     }
+    artifacts_writer_abort(r->up);      /* an upload that never reached its handler */
     free(r->path);
     free(r->body);
     free(r);
@@ -557,23 +562,30 @@ static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
         return false;
     if (r->route->auth != API_AUTH_NONE && authenticate(r) != 0)
         return false;
-    if (r->route->json_body) {
-        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!api_route_is_json(ct)) {
-            set_pending(r, 415, "unsupported_media_type", "Content-Type",
-                        "the body must be application/json");
-            return false;
-        }
-        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-        int64_t n;
-        if (api_route_body_too_big(cl, API_BODY_MAX, &n)) {
-            *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
-                                    " is %d", (long long)n, API_BODY_MAX);
-            return true;
-        }
+    if (!r->route->upload && !r->route->json_body)
+        return false;
+    /* the body's type and declared size, before a byte of it is read */
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->route->upload ? !api_route_is_octets(ct) : !api_route_is_json(ct)) {
+        set_pending(r, 415, "unsupported_media_type", "Content-Type",
+                    r->route->upload ? "the body must be application/octet-stream (the .gppm"
+                                       " file's bytes)"
+                                     : "the body must be application/json");
+        return false;
     }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int64_t n, max = r->route->upload ? API_UPLOAD_MAX : API_BODY_MAX;
+    if (api_route_body_too_big(cl, max, &n)) {
+        *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
+                                " is %lld", (long long)n, (long long)max);
+        return true;
+    }
+    /* a large file over a slow link takes longer than a JSON body */
+    api_conn *c = r->route->upload ? conn_state(r->conn) : NULL;
+    if (c)
+        atomic_store(&c->deadline_s, API_UPLOAD_DEADLINE_S);
     return false;
 }
 
@@ -603,6 +615,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * dropped, up to API_DISCARD_MAX, past which the connection is closed. */
         if (!r->pending && r->route->json_body && r->body_len + n > API_BODY_MAX)
             set_pending(r, 413, "too_large", "", "the body is over %d bytes", API_BODY_MAX);
+        if (!r->pending && r->route->upload) {
+            gpp_error e = {0};
+            if ((int64_t)n > API_UPLOAD_MAX - r->up_len) {
+                set_pending(r, 413, "too_large", "", "the body is over %lld bytes",
+                            (long long)API_UPLOAD_MAX);
+            } else if ((!r->up && artifacts_writer_begin(r->d->artifacts, &r->up, &e) != 0) ||
+                       artifacts_writer_append(r->up, upload_data, n, &e) != 0) {
+                set_pending(r, strcmp(e.code, "out_of_memory") == 0 ? 500 : 503,
+                            "unavailable", "", "cannot store the upload: %s", e.message);
+            } else {
+                r->up_len += (int64_t)n;
+                return MHD_YES;
+            }
+            artifacts_writer_abort(r->up);      /* the reply is decided: drop the file */
+            r->up = NULL;
+        }
         if (r->pending || !r->route->json_body) {
             r->discarded += n;
             return r->discarded > API_DISCARD_MAX ? MHD_NO : MHD_YES;
@@ -632,6 +660,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->route->json_body && r->body_len == 0)
         return api__reply_error(r, 400, "malformed", "", "the body is empty; a JSON object is"
                                 " expected");
+    if (r->route->upload && !r->up)
+        return api__reply_error(r, 400, "malformed", "", "the body is empty; a .gppm checkpoint"
+                                " is expected");
     enum MHD_Result ret = handlers[r->route->id](r);
     if (r->route->id == API_R_TOKEN_REVOKE)
         atomic_fetch_add(&r->api->tok_gen, 1);   /* before the reply leaves */
@@ -722,7 +753,8 @@ static void *reaper_main(void *arg)
             if (c->cut || c->fd < 0 || !atomic_load(&c->receiving))
                 continue;
             uint64_t since = atomic_load(&c->since_ns);
-            if (since >= now || now - since < deadline)
+            uint64_t own = atomic_load(&c->deadline_s);
+            if (since >= now || now - since < (own ? own * 1000000000u : deadline))
                 continue;
             if (atomic_load(&c->partial))
                 (void)!send(c->fd, timeout_reply, sizeof timeout_reply - 1,

@@ -2,9 +2,9 @@
  * bearer-token auth, the error shape, JSON/CSV responses, static files.
  *
  * Threads: MHD's internal epoll thread pool (2 threads); handlers reach the
- * daemon through the closure.  Limits: 1 MiB JSON bodies (413 as soon as the
- * declared or received size passes it), connection, per-IP and idle-time
- * limits set on the MHD daemon. */
+ * daemon through the closure.  Limits: 1 MiB JSON bodies and 512 MiB uploads
+ * (413 as soon as the declared or received size passes it), connection,
+ * per-IP and idle-time limits set on the MHD daemon. */
 #ifndef GPPD_API_H
 #define GPPD_API_H
 
@@ -17,6 +17,8 @@ struct gppd;
 typedef struct api api;
 
 #define API_BODY_MAX (1024 * 1024)     /* JSON request bodies */
+#define API_UPLOAD_MAX (512LL << 20)    /* an uploaded checkpoint (POST /api/v1/models) */
+#define API_UPLOAD_DEADLINE_S 600       /* the whole upload request, instead of 10 s */
 
 /* Start the HTTP server on d->cfg.listen. Returns 0 with *out set, or an
  * error ("cannot listen on ..."). */

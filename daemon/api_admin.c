@@ -5,7 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <limits.h>
+
 #include "api_parse.h"
+#include "artifacts.h"
+#include "gpp/ckpt.h"
+#include "gpp/export.h"
 #include "datasets.h"
 #include "log.h"
 #include "tokens.h"
@@ -277,4 +282,59 @@ enum MHD_Result api__workers_list(api_req *r)
     add_cursor(o, more && n > 0, 'w', n && w[n - 1].id ? w[n - 1].id : "");
     store_worker_free(w, n);
     return api__reply_json(r, 200, o, NULL);
+}
+
+/* ---- POST /api/v1/models -------------------------------------------------------------- */
+
+/* A trained network brought to gppd: the body (application/octet-stream,
+ * streamed to an artifact by api.c) must be a .gppm checkpoint that gppd can
+ * run -- the checks of the ONNX export.  201 with its sha256 (the job spec's
+ * model.checkpoint) and what it holds; 200 when those bytes were there
+ * already; 422 naming what is wrong, and nothing kept. */
+enum MHD_Result api__models_upload(api_req *r)
+{
+    gpp_error e = {0};
+    char hex[GPP_SHA256_HEX_LEN + 1], path[PATH_MAX];
+    int64_t size = 0;
+    artifacts_writer *w = r->up;
+    r->up = NULL;
+    if (artifacts_writer_commit(w, NULL, hex, &size, &e) != 0)
+        return api__reply_error(r, 503, "unavailable", "", "cannot store the upload: %s",
+                                e.message);
+    int known = store_artifact_exists(r->d->store, hex, &e);
+    if (known < 0)
+        return api__reply_gpp(r, &e);
+    if (artifacts_path(r->d->artifacts, hex, path, sizeof path) != 0)
+        return api__reply_error(r, 500, "internal", "", "bad artifact name");
+    gpp_ckpt *ck = NULL;
+    gpp_model_info info;
+    if (gpp_ckpt_read_file(path, &ck, &e) != 0 || gpp_ckpt_check(ck, &info, &e) != 0) {
+        gpp_ckpt_free(ck);
+        if (!known)
+            (void)artifacts_remove(r->d->artifacts, hex);
+        log_info("model upload refused", "user=%s size=%lld error=%s", r->who.name,
+                 (long long)size, e.message);
+        return api__reply_error(r, strcmp(e.code, "out_of_memory") == 0 ? 500 : 422,
+                                "invalid_argument", e.field[0] ? e.field : "",
+                                "not a checkpoint gppd can run: %s", e.message);
+    }
+    gpp_ckpt_free(ck);
+    if (!known && store_artifact_insert(r->d->store, hex, size, "checkpoint", 0, -1, &e) != 0)
+        return api__reply_gpp(r, &e);
+    if (!known)
+        log_info("model uploaded", "user=%s sha256=%s size=%lld params=%lld", r->who.name, hex,
+                 (long long)size, info.params);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *in = cJSON_AddArrayToObject(o, "input");
+    cJSON_AddStringToObject(o, "sha256", hex);
+    cJSON_AddNumberToObject(o, "size", (double)size);
+    cJSON_AddNumberToObject(o, "params", (double)info.params);
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(info.C));
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(info.H));
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(info.W));
+    cJSON_AddNumberToObject(o, "classes", info.classes);
+    cJSON_AddBoolToObject(o, "created", !known);
+    cJSON *spec = cJSON_AddObjectToObject(o, "model");
+    cJSON_AddStringToObject(spec, "checkpoint", hex);
+    return api__reply_json(r, known ? 200 : 201, o, NULL);
 }

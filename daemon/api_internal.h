@@ -38,6 +38,8 @@ typedef struct api_req {
     char *body;                    /* request body, NUL-terminated */
     size_t body_len, body_cap;
     size_t discarded;              /* body bytes dropped while a reply waits */
+    struct artifacts_writer *up;   /* an upload route's body on its way to disk */
+    int64_t up_len;
     bool pending;                  /* an error reply waits for the body to end */
     unsigned pending_status;
     gpp_error pending_err;
@@ -98,6 +100,7 @@ enum MHD_Result api__token_revoke(api_req *r);
 enum MHD_Result api__job_events(api_req *r);
 enum MHD_Result api__job_model(api_req *r);
 enum MHD_Result api__worker_drain(api_req *r);
+enum MHD_Result api__models_upload(api_req *r);
 
 /* ---- Server-Sent Events (api_events.c) --------------------------------------- */
 /* Every event stream of one HTTP server: a stream with nothing to send is

@@ -1,6 +1,7 @@
 /* daemon/api_jobs.c - /api/v1/jobs and its sub-resources. */
 #include "api_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <strings.h>
 
 #include "api_parse.h"
+#include "artifacts.h"
+#include "gpp/ckpt.h"
 #include "gpp/jobspec.h"
 #include "gpp/sha256.h"
 #include "gppd_sched.h"
@@ -146,6 +149,9 @@ static cJSON *stage_json(const store_stage *g)
         if (cJSON_IsNumber(v))
             cJSON_AddNumberToObject(nums, fkeys[i], v->valuedouble);
     }
+    /* a train stage that evaluated a checkpoint model instead of training */
+    if (cJSON_IsObject(nums) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sum, "evaluated_only")))
+        cJSON_AddTrueToObject(nums, "evaluated_only");
     cJSON_AddItemToObject(o, "summary", nums);
     cJSON_Delete(sum);
     return o;
@@ -295,15 +301,66 @@ static bool is_hex64(const char *s)
     return gpp_sha256_from_hex(s, d) == 0;
 }
 
+/* Does the network of checkpoint artifact `hex` take the registered data
+ * set's samples and classes?  0 (also when either side does not say), or
+ * GPP_EINVAL with *e naming both. */
+static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name,
+                              const char *ds_info, gpp_error *e)
+{
+    char path[PATH_MAX];
+    gpp_ckpt *ck = NULL;
+    cJSON *doc = NULL, *info = cJSON_Parse(ds_info ? ds_info : "");
+    int rc = 0;
+    if (!info || artifacts_path(r->d->artifacts, hex, path, sizeof path) != 0 ||
+        gpp_ckpt_read_file(path, &ck, NULL) != 0 || !(doc = cJSON_Parse(gpp_ckpt_json(ck))))
+        goto done;     /* nothing to compare: the worker checks what it loads */
+    const cJSON *net = cJSON_GetObjectItemCaseSensitive(doc, "network");
+    const cJSON *nin = cJSON_GetObjectItemCaseSensitive(net, "input");
+    const cJSON *ncl = cJSON_GetObjectItemCaseSensitive(net, "classes");
+    const cJSON *train = cJSON_GetObjectItemCaseSensitive(info, "train");
+    const cJSON *din = cJSON_GetObjectItemCaseSensitive(train, "shape");
+    const cJSON *dcl = cJSON_GetObjectItemCaseSensitive(info, "classes");
+    if (cJSON_IsArray(nin) && cJSON_IsArray(din) && cJSON_GetArraySize(nin) == 3 &&
+        cJSON_GetArraySize(din) == 3) {
+        int a[3], b[3], same = 1;
+        for (int k = 0; k < 3; k++) {
+            a[k] = cJSON_GetArrayItem(nin, k)->valueint;
+            b[k] = cJSON_GetArrayItem(din, k)->valueint;
+            same &= a[k] == b[k];
+        }
+        if (!same) {
+            rc = gpp_error_set(e, GPP_EINVAL, "invalid_argument", "model.checkpoint",
+                               "the model takes inputs [%d, %d, %d] but data set '%s' has "
+                               "samples [%d, %d, %d]", a[0], a[1], a[2], ds_name, b[0], b[1],
+                               b[2]);
+            goto done;
+        }
+    }
+    if (cJSON_IsNumber(ncl) && cJSON_IsNumber(dcl) && ncl->valueint != dcl->valueint)
+        rc = gpp_error_set(e, GPP_EINVAL, "invalid_argument", "model.checkpoint",
+                           "the model has %d classes but data set '%s' has %d", ncl->valueint,
+                           ds_name, dcl->valueint);
+done:
+    cJSON_Delete(doc);
+    cJSON_Delete(info);
+    gpp_ckpt_free(ck);
+    return rc;
+}
+
 /* Checks that need the store: the data set is registered, a checkpoint
- * model exists and is visible. 0, or -1 with a reply queued. */
-static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply)
+ * model exists, is visible and fits the data set. 0, or -1 with a reply
+ * queued. */
+static int check_refs(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply,
+                      char **info_out)
 {
     gpp_error e = {0};
+    char *ds_info = NULL;
     if (spec->dataset_kind == GPP_DATASET_NAME) {
         store_dataset ds;
         int rc = store_dataset_get(r->d->store, spec->dataset_name, &ds, &e);
         if (rc == 0) {
+            ds_info = *info_out = ds.info;     /* freed by check_references */
+            ds.info = NULL;
             store_dataset_clear(&ds);
         } else if (rc == GPP_ENOTFOUND) {
             *reply = api__reply_error(r, 422, "invalid_argument", "dataset",
@@ -325,7 +382,12 @@ static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result
             }
             if (ex == 0) {
                 *reply = api__reply_error(r, 422, "invalid_argument", "model.checkpoint",
-                                          "no checkpoint with sha256 %s", ref);
+                                          "no checkpoint with sha256 %s (POST /api/v1/models"
+                                          " uploads one)", ref);
+                return -1;
+            }
+            if (ds_info && model_fits_dataset(r, ref, spec->dataset_name, ds_info, &e) != 0) {
+                *reply = api__reply_gpp(r, &e);
                 return -1;
             }
         } else {
@@ -348,6 +410,14 @@ static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result
         }
     }
     return 0;
+}
+
+static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply)
+{
+    char *info = NULL;
+    int rc = check_refs(r, spec, reply, &info);
+    free(info);
+    return rc;
 }
 
 enum MHD_Result api__jobs_submit(api_req *r)

@@ -302,14 +302,14 @@ void api_dataset_req_clear(api_dataset_req *d)
     memset(d, 0, sizeof *d);
 }
 
-/* The stage chain: train (unless the model is a trained checkpoint), the
- * grow steps, then iterations x (push, prune), then the final recovery
- * (finetune, skipped unless the loop ends before its last prune).  Returns
- * the count. */
+/* The stage chain: train (for a trained checkpoint: its evaluation, the
+ * baseline), the grow steps, then iterations x (push, prune), then the final
+ * recovery (finetune, skipped unless the loop ends before its last prune).
+ * Returns the count. */
 static int build_chain(const gpp_jobspec *spec, store_stage_new *out, int cap)
 {
     int n = 0;
-    if (spec->model_kind != GPP_MODEL_CHECKPOINT && n < cap)
+    if (n < cap)
         out[n++] = (store_stage_new){"train", 0};
     if (spec->grow.enabled)
         for (int i = 1; i <= spec->grow.max_modules && n < cap; i++)

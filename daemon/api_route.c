@@ -13,31 +13,32 @@
 /* ---- the router table ------------------------------------------------------ */
 
 static const api_route routes[] = {
-    {API_R_HEALTH, "GET", "/api/v1/health", API_AUTH_NONE, false},
-    {API_R_OPENAPI, "GET", "/api/v1/openapi.json", API_AUTH_NONE, false},
-    {API_R_JOBS_LIST, "GET", "/api/v1/jobs", API_AUTH_USER, false},
-    {API_R_JOBS_SUBMIT, "POST", "/api/v1/jobs", API_AUTH_USER, true},
-    {API_R_JOB_GET, "GET", "/api/v1/jobs/{id}", API_AUTH_USER, false},
-    {API_R_JOB_CANCEL, "POST", "/api/v1/jobs/{id}/cancel", API_AUTH_USER, false},
-    {API_R_JOB_RETRY, "POST", "/api/v1/jobs/{id}/retry", API_AUTH_USER, false},
-    {API_R_JOB_METRICS, "GET", "/api/v1/jobs/{id}/metrics", API_AUTH_USER, false},
-    {API_R_JOB_LOGS, "GET", "/api/v1/jobs/{id}/logs", API_AUTH_USER, false},
-    {API_R_JOB_ARCHITECTURE, "GET", "/api/v1/jobs/{id}/architecture", API_AUTH_USER, false},
-    {API_R_JOB_EVENTS, "GET", "/api/v1/jobs/{id}/events", API_AUTH_USER, false},
-    {API_R_JOB_MODEL, "GET", "/api/v1/jobs/{id}/model", API_AUTH_USER, false},
-    {API_R_WORKERS_LIST, "GET", "/api/v1/workers", API_AUTH_USER, false},
-    {API_R_WORKER_DRAIN, "POST", "/api/v1/workers/{id}/drain", API_AUTH_ADMIN, false},
-    {API_R_DATASETS_LIST, "GET", "/api/v1/datasets", API_AUTH_USER, false},
-    {API_R_DATASETS_REGISTER, "POST", "/api/v1/datasets", API_AUTH_ADMIN, true},
-    {API_R_DATASET_GET, "GET", "/api/v1/datasets/{name}", API_AUTH_USER, false},
-    {API_R_TOKENS_LIST, "GET", "/api/v1/tokens", API_AUTH_ADMIN, false},
-    {API_R_TOKENS_ISSUE, "POST", "/api/v1/tokens", API_AUTH_ADMIN, true},
-    {API_R_TOKEN_REVOKE, "DELETE", "/api/v1/tokens/{id}", API_AUTH_ADMIN, false},
-    {API_R_PROMETHEUS, "GET", "/metrics", API_AUTH_NONE, false},
+    {API_R_HEALTH, "GET", "/api/v1/health", API_AUTH_NONE, false, false},
+    {API_R_OPENAPI, "GET", "/api/v1/openapi.json", API_AUTH_NONE, false, false},
+    {API_R_JOBS_LIST, "GET", "/api/v1/jobs", API_AUTH_USER, false, false},
+    {API_R_JOBS_SUBMIT, "POST", "/api/v1/jobs", API_AUTH_USER, true, false},
+    {API_R_JOB_GET, "GET", "/api/v1/jobs/{id}", API_AUTH_USER, false, false},
+    {API_R_JOB_CANCEL, "POST", "/api/v1/jobs/{id}/cancel", API_AUTH_USER, false, false},
+    {API_R_JOB_RETRY, "POST", "/api/v1/jobs/{id}/retry", API_AUTH_USER, false, false},
+    {API_R_JOB_METRICS, "GET", "/api/v1/jobs/{id}/metrics", API_AUTH_USER, false, false},
+    {API_R_JOB_LOGS, "GET", "/api/v1/jobs/{id}/logs", API_AUTH_USER, false, false},
+    {API_R_JOB_ARCHITECTURE, "GET", "/api/v1/jobs/{id}/architecture", API_AUTH_USER, false, false},
+    {API_R_JOB_EVENTS, "GET", "/api/v1/jobs/{id}/events", API_AUTH_USER, false, false},
+    {API_R_JOB_MODEL, "GET", "/api/v1/jobs/{id}/model", API_AUTH_USER, false, false},
+    {API_R_WORKERS_LIST, "GET", "/api/v1/workers", API_AUTH_USER, false, false},
+    {API_R_WORKER_DRAIN, "POST", "/api/v1/workers/{id}/drain", API_AUTH_ADMIN, false, false},
+    {API_R_DATASETS_LIST, "GET", "/api/v1/datasets", API_AUTH_USER, false, false},
+    {API_R_DATASETS_REGISTER, "POST", "/api/v1/datasets", API_AUTH_ADMIN, true, false},
+    {API_R_DATASET_GET, "GET", "/api/v1/datasets/{name}", API_AUTH_USER, false, false},
+    {API_R_TOKENS_LIST, "GET", "/api/v1/tokens", API_AUTH_ADMIN, false, false},
+    {API_R_TOKENS_ISSUE, "POST", "/api/v1/tokens", API_AUTH_ADMIN, true, false},
+    {API_R_TOKEN_REVOKE, "DELETE", "/api/v1/tokens/{id}", API_AUTH_ADMIN, false, false},
+    {API_R_PROMETHEUS, "GET", "/metrics", API_AUTH_NONE, false, false},
+    {API_R_MODELS_UPLOAD, "POST", "/api/v1/models", API_AUTH_USER, false, true},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
-static const api_route static_route = {API_R_STATIC, "GET", "/", API_AUTH_NONE, false};
+static const api_route static_route = {API_R_STATIC, "GET", "/", API_AUTH_NONE, false, false};
 
 size_t api_route_table_size(void)
 {
@@ -247,18 +248,30 @@ int api_route_bearer(const char *header, const char **tok, size_t *len, gpp_erro
     return 0;
 }
 
-bool api_route_is_json(const char *ct)
+/* Is the media type of Content-Type `ct` exactly `type` (parameters allowed)? */
+static bool media_type_is(const char *ct, const char *type)
 {
+    size_t n = strlen(type);
     if (!ct)
         return false;
     while (*ct == ' ')
         ct++;
-    if (strncasecmp(ct, "application/json", 16) != 0)
+    if (strncasecmp(ct, type, n) != 0)
         return false;
-    ct += 16;
+    ct += n;
     while (*ct == ' ')
         ct++;
     return *ct == '\0' || *ct == ';';
+}
+
+bool api_route_is_json(const char *ct)
+{
+    return media_type_is(ct, "application/json");
+}
+
+bool api_route_is_octets(const char *ct)
+{
+    return media_type_is(ct, "application/octet-stream");
 }
 
 bool api_route_body_too_big(const char *content_length, int64_t max, int64_t *n)

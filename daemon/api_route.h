@@ -27,6 +27,7 @@ enum api_route_id {
     API_R_JOB_ARCHITECTURE, API_R_JOB_EVENTS, API_R_JOB_MODEL, API_R_WORKERS_LIST,
     API_R_WORKER_DRAIN, API_R_DATASETS_LIST, API_R_DATASETS_REGISTER, API_R_DATASET_GET,
     API_R_TOKENS_LIST, API_R_TOKENS_ISSUE, API_R_TOKEN_REVOKE, API_R_PROMETHEUS,
+    API_R_MODELS_UPLOAD,
     API_R_STATIC,               /* the dashboard's files: any other GET outside /api */
     API_R_COUNT
 };
@@ -37,6 +38,8 @@ typedef struct api_route {
     const char *pattern;        /* "/api/v1/jobs/{id}/cancel" */
     enum api_auth auth;
     bool json_body;             /* needs an application/json body */
+    bool upload;                /* an application/octet-stream body streamed to an
+                                   artifact (up to API_UPLOAD_MAX bytes) */
 } api_route;
 
 /* The router table (without the static route): its size, and route i
@@ -99,6 +102,8 @@ int api_route_bearer(const char *header, const char **tok, size_t *len, gpp_erro
 /* Is a Content-Type value (NULL: none) application/json, any case, with
  * spaces around it and optional parameters after ';'? */
 bool api_route_is_json(const char *content_type);
+/* The same for application/octet-stream (an upload's body). */
+bool api_route_is_octets(const char *content_type);
 
 /* Does a Content-Length value (NULL: none) announce more than max bytes?
  * True, with the length in *n, only for a valid decimal over max; anything

@@ -88,6 +88,14 @@ int artifacts_exists(const artifacts *a, const char *hex)
     return stat(p, &st) == 0 && S_ISREG(st.st_mode) ? 1 : 0;
 }
 
+int artifacts_remove(const artifacts *a, const char *hex)
+{
+    char p[PATH_MAX];
+    if (artifacts_path(a, hex, p, sizeof p) != 0)
+        return GPP_EINVAL;
+    return unlink(p) == 0 || errno == ENOENT ? 0 : GPP_EIO;
+}
+
 int artifacts_writer_begin(artifacts *a, artifacts_writer **out, gpp_error *err)
 {
     *out = NULL;

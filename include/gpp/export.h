@@ -88,6 +88,22 @@ int gpp_onnx_export(const gpp_ckpt *ck, const char *out_path, gpp_error *err);
 int gpp_onnx_export_buffer(const gpp_ckpt *ck, uint8_t **buf, size_t *len,
                            gpp_error *err);
 
+/* What gpp_ckpt_check found in a usable checkpoint. */
+typedef struct gpp_model_info {
+    long long params;      /* weights + biases (bn: gamma + beta) */
+    int C, H, W;           /* input shape of one sample */
+    int classes;           /* logits per sample */
+    size_t nodes;          /* graph nodes of its ONNX form */
+} gpp_model_info;
+
+/* Is `ck` a network gppd can run and export?  The checks of the ONNX
+ * export: a valid "network" with an input shape, every tensor a layer needs
+ * present with its shape, shapes that flow through the layers, a
+ * normalisation that fits the input.  0 with *info (may be NULL) filled, or
+ * the export's error (GPP_EINVAL, GPP_ENOTFOUND, GPP_EFORMAT, GPP_ETOOBIG,
+ * GPP_ENOMEM) naming the layer, tensor or field. */
+int gpp_ckpt_check(const gpp_ckpt *ck, gpp_model_info *info, gpp_error *err);
+
 /* The `gpp-worker export` subcommand:
  *     export MODEL.gppm --onnx OUT.onnx      (also --onnx=OUT.onnx)
  * argv[0] is the subcommand's name ("export"), as git passes it; wire it as

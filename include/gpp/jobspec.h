@@ -261,7 +261,7 @@ char *gpp_jobspec_to_json(const gpp_jobspec *spec);
 /* Free a spec and what it owns; NULL is fine. */
 void gpp_jobspec_free(gpp_jobspec *spec);
 
-/* Stages in the job's chain: 1 train (0 when the model is a checkpoint)
+/* Stages in the job's chain: 1 train (for a checkpoint model: its evaluation)
  * + grow.max_modules when grow.enabled + 2 * iterations (push, prune)
  * + 1 finetune (the final recovery) when iterations > 0 and
  * prune.final_finetune_epochs > 0. */

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { launchBrowser, withGppd, signIn, shot, apiCall } from './harness.mjs';
 
 let browser;
@@ -174,6 +175,29 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     const nPoints = Object.values(all).reduce((n, s) => n + s.iteration.length, 0);
     assert.equal(csv.length - 1, nPoints);
     assert.equal(csv.filter((l) => l.startsWith('loss,')).length, lossApi.iteration.length);
+
+    // A trained model handed in through the form: the downloaded .gppm goes
+    // back up (POST /api/v1/models: the same bytes, so "already uploaded"),
+    // the model field names it, and the job starts by evaluating it.
+    await page.goto(`${gppd.url}/#/submit`);
+    await page.getByRole('heading', { name: 'Submit a job', level: 1 }).waitFor();
+    const up = page.locator('#submit-upload');
+    await up.setInputFiles({ name: 'junk.gppm', mimeType: 'application/octet-stream', buffer: Buffer.from('not a checkpoint at all') });
+    await page.locator('#submit-upload-status', { hasText: 'Not uploaded: not a checkpoint gppd can run' }).waitFor();
+    assert.equal(await page.locator('[name="model"]').inputValue(), 'lenet5');
+    await up.setInputFiles(await gppmDl.path());
+    const sha = createHash('sha256').update(gppmBytes).digest('hex');
+    await page.locator('#submit-upload-status', { hasText: '(already uploaded)' }).waitFor();
+    assert.match(await page.locator('#submit-upload-status').textContent(), /params, input \[1, 28, 28\], 10 classes/);
+    assert.equal(await page.locator('[name="model"]').inputValue(), JSON.stringify({ checkpoint: sha }));
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    await page.locator('ol.timeline > li.stage').first().waitFor();
+    const fromModel = await page.locator('ol.timeline > li.stage .stage-name').allTextContents();
+    assert.equal(fromModel[0], '1. Evaluate the model');
+    assert.equal(fromModel[1], '2. Push 1');
+    await page.getByRole('button', { name: 'Cancel job' }).click();
+    await page.goto(`${gppd.url}/#/jobs/${encodeURIComponent(jobId)}`);
+    await page.getByRole('heading', { name: 'live-job', level: 1 }).waitFor();
 
     // Per-layer widths: before and after bars for every layer, and the
     // pruned layers narrower after.

@@ -45,6 +45,8 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     // State queued; the stage timeline lists the planned chain with the
     // reason the first stage waits.
     assert.equal(await page.locator('.state-slot .badge').textContent(), 'queued');
+    // The header counts it at once (a navigation reads the daemon's health; the poll is every 5 s).
+    await page.locator('#health', { hasText: '0 workers · 1 queued' }).waitFor({ timeout: 3000 });
     const stages = page.locator('ol.timeline > li.stage');
     assert.equal(await stages.count(), 6);
     assert.deepEqual(await stages.locator('.stage-name').allTextContents(),

@@ -897,6 +897,227 @@ def test_walkthrough(g):
     assert head == 'name,stage,attempt,iteration,value,time', head
 
 
+def tensors_of(gppm):
+    """{name: raw bytes} of a .gppm's parameter tensors (its format: a
+    32-byte header, the JSON text, then the tensor table; see ckpt.h)."""
+    magic, version, flags, json_len, n, data_off = struct.unpack_from('<8sIIIIQ', gppm, 0)
+    assert magic == b'GPPM\r\n\x1a\n', magic
+    pos, out = 32 + json_len, {}
+    for _ in range(n):
+        (nl,) = struct.unpack_from('<H', gppm, pos)
+        name = gppm[pos + 2:pos + 2 + nl].decode()
+        dtype, ndim = struct.unpack_from('<BB', gppm, pos + 2 + nl)
+        pos += 2 + nl + 2 + 8 * ndim
+        off, nbytes = struct.unpack_from('<QQ', gppm, pos)
+        pos += 16
+        if not name.startswith('optim/'):
+            out[name] = gppm[off:off + nbytes]
+    return out
+
+
+def upload(g, body, token='admin', ctype='application/octet-stream'):
+    return g.request('POST', '/api/v1/models', body=body, token=token, ctype=ctype)
+
+
+def test_upload(g):
+    """A trained network brought to gppd: POST /api/v1/models stores a .gppm
+    (content-addressed, once), refuses what gppd could not run with the reason
+    and keeps nothing of it; a job from {"checkpoint": sha256} skips training,
+    starts from those weights and compresses them."""
+    register_tiny(g)
+    tiny = os.path.join(g.tmp, 'ds-tiny')
+    # a checkpoint made outside this gppd: `gpp-worker run`, training only
+    run_dir = os.path.join(g.tmp, 'run')
+    # (a low rate: short of 100 %, so a wrong normalisation would show)
+    spec = tiny_job(dataset={'format': 'idx', 'path': tiny}, iterations=0, train={'lr': 0.0001})
+    with open(os.path.join(g.tmp, 'train.json'), 'w') as f:
+        json.dump(spec, f)
+    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'run', os.path.join(g.tmp, 'train.json'),
+                        '--out', run_dir], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    with open(os.path.join(run_dir, 'stage-00-train.gppm'), 'rb') as f:
+        trained = f.read()
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+        run_sum = json.load(f)
+    sha = hashlib.sha256(trained).hexdigest()
+    arts = os.path.join(g.data_dir, 'artifacts')
+
+    def stored():
+        return sorted(n for n in os.listdir(arts) if n != 'tmp'), os.listdir(os.path.join(arts, 'tmp'))
+
+    # refused: what is not a runnable .gppm, and the request's own faults
+    for bad, why in ((trained[:len(trained) // 2], 'truncated'),
+                     (b'GPPM\r\n\x1a\n' + os.urandom(4000), 'checkpoint'),
+                     (trained[:-9] + bytes([trained[-9] ^ 1]) + trained[-8:], 'checksum')):
+        r = upload(g, bad)
+        H.assert_error(r, 422, 'invalid_argument')
+        assert why in r.json()['error']['message'], r.json()
+        assert 'not a checkpoint gppd can run' in r.json()['error']['message'], r.json()
+    assert stored() == ([], []), stored()
+    H.assert_error(upload(g, trained, ctype='application/json'), 415, 'unsupported_media_type',
+                   'Content-Type')
+    H.assert_error(upload(g, trained, token=None), 401, 'unauthenticated')
+    H.assert_error(upload(g, b''), 400, 'malformed')
+    # a declared size over the limit is refused before a byte of it is read
+    out = g.raw(('POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                 'Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n'
+                 % (g.token('admin'), 600 << 20)).encode())
+    assert out.startswith(b'HTTP/1.1 413') and b'too_large' in out, out[:300]
+    assert stored() == ([], []), stored()
+
+    # stored once, by its sha256; a user token may upload
+    user = g.post('/api/v1/tokens', {'name': 'ann', 'role': 'user'}).json()['token']
+    r = upload(g, trained, token=user)
+    assert r.status == 201, r
+    got = r.json()
+    assert got['sha256'] == sha and got['size'] == len(trained) and got['created'] is True, got
+    assert got['input'] == [1, 28, 28] and got['classes'] == 10, got
+    assert got['params'] == run_sum['baseline']['params'], (got, run_sum['baseline'])
+    assert got['model'] == {'checkpoint': sha}, got
+    r = upload(g, trained)
+    assert r.status == 200 and r.json()['created'] is False and r.json()['sha256'] == sha, r
+    assert stored() == ([sha], []), stored()
+
+    # an upload may take longer than the 10 s a JSON request gets (here 12 s)
+    sock = socket.create_connection(('127.0.0.1', g.port), timeout=30)
+    sock.sendall(('POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                  'Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n'
+                  % (user, len(trained))).encode())
+    pieces = 12
+    for k in range(pieces):
+        time.sleep(1.0)
+        sock.sendall(trained[k * len(trained) // pieces:(k + 1) * len(trained) // pieces])
+    reply = b''
+    while b'\r\n\r\n' not in reply or not reply.rstrip().endswith(b'}'):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    sock.close()
+    assert reply.startswith(b'HTTP/1.1 200') and sha.encode() in reply, reply[:400]
+
+    # a model that does not fit the data set is refused at submit
+    five = os.path.join(g.tmp, 'ds-five')
+    shutil.copytree(tiny, five)
+    for split in ('train', 't10k'):
+        fn = os.path.join(five, '%s-labels-idx1-ubyte' % split)
+        with open(fn, 'rb') as f:
+            lab = bytearray(f.read())
+        lab[8:] = bytes(c % 5 for c in lab[8:])
+        with open(fn, 'wb') as f:
+            f.write(lab)
+    assert g.post('/api/v1/datasets', {'name': 'five', 'format': 'idx', 'path': five}).status == 201
+    r = g.post('/api/v1/jobs', {'dataset': 'five', 'model': {'checkpoint': sha}}, token=user)
+    H.assert_error(r, 422, 'invalid_argument', 'model.checkpoint')
+    assert 'has 10 classes but data set \'five\' has 5' in r.json()['error']['message'], r.json()
+    r = g.post('/api/v1/jobs', {'dataset': 'tiny', 'model': {'checkpoint': '0' * 64}})
+    H.assert_error(r, 422, 'invalid_argument', 'model.checkpoint')
+
+    # a job from the upload: its train stage only evaluates the uploaded net
+    # (the baseline), on the same split as `gpp-worker run` and with the
+    # normalisation it was trained with (the checkpoint's meta.normalize:
+    # data.normalize false does not apply), so it scores what the run did
+    spec = tiny_job(model={'checkpoint': sha}, data={'normalize': False})
+    r = g.post('/api/v1/jobs', spec, token=user)
+    assert r.status == 201, r
+    job = g.wait_job(r.json()['id'], timeout=200)
+    assert job['state'] == 'succeeded', (job, g.log()[-4000:])
+    assert [s['kind'] for s in job['stages']] == ['train', 'push', 'prune', 'finetune'], job['stages']
+    ev = job['stages'][0]
+    assert ev['input_sha256'] == sha and ev['summary'].get('evaluated_only') is True, (ev, g.log()[-3000:])
+    base = job['summary']['baseline']
+    assert base['stage'] == 0 and base['params'] == got['params'], base
+    for k in ('val_accuracy', 'test_accuracy'):
+        assert abs(base[k] - run_sum['baseline'][k]) < 1e-9, (k, base, run_sum['baseline'])
+    assert 0.2 < base['val_accuracy'] < 0.97, base
+    m = g.get('/api/v1/jobs/%s/metrics?max_points=0&stage=0' % job['id']).json()
+    loss0 = m['series'].get('loss') or {'iteration': []}
+    assert loss0['iteration'] == [], loss0              # no training step
+    assert m['series']['val_accuracy']['stage'] == [0], m['series']['val_accuracy']
+    # the stage's output is the uploaded weights (tensor for tensor): the
+    # push that follows starts from exactly the model that was handed in
+    out = g.get('/api/v1/jobs/%s/model?stage=0' % job['id']).body
+    assert tensors_of(out) == tensors_of(trained)
+    assert job['summary']['size_first']['params'] < got['params'], job['summary']
+
+
+def read_idx(path):
+    import gzip
+    op = gzip.open if path.endswith('.gz') else open
+    with op(path, 'rb') as f:
+        data = f.read()
+    magic, n = struct.unpack_from('>II', data, 0)
+    if magic == 0x803:
+        rows, cols = struct.unpack_from('>II', data, 8)
+        return data[16:], (n, rows, cols)
+    return data[8:], (n,)
+
+
+def test_torch_model(g):
+    """The README's recipe: LeNet-5 trained in PyTorch (gpp_torch.build on
+    `gpp-worker zoo lenet5`), saved with gppm.py, uploaded, compressed.
+    gppd's evaluation of the uploaded net on the 10,000 test images is
+    PyTorch's own (pixels in [0, 1]: the checkpoint has no meta.normalize)."""
+    import numpy as np
+    import torch
+    sys.path.insert(0, os.path.join(os.environ['GPP_SOURCE_ROOT'], 'deploy', 'python'))
+    import gpp_torch
+    import gppm
+    fm = '/usr/share/datasets/fashion-mnist'
+    assert os.path.isdir(fm), 'needs dataset-fashion-mnist (deploy/install-deps.sh)'
+
+    def load(split):
+        pre = 'train' if split == 'train' else 't10k'
+        name = lambda kind: [f for f in os.listdir(fm) if f.startswith('%s-%s' % (pre, kind))][0]
+        x, shape = read_idx(os.path.join(fm, name('images')))
+        y, _ = read_idx(os.path.join(fm, name('labels')))
+        x = torch.from_numpy(np.frombuffer(x, np.uint8).reshape(shape[0], 1, 28, 28).astype(np.float32) / 255)
+        return x, torch.from_numpy(np.frombuffer(y, np.uint8).astype(np.int64))
+
+    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'zoo', 'lenet5', '--input', '1x28x28',
+                        '--classes', '10'], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    desc = json.loads(p.stdout)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = gpp_torch.build(desc)
+    xtr, ytr = load('train')
+    xte, yte = load('test')
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for step in range(300):
+        i = torch.randint(0, 60000, (64,))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xtr[i]), ytr[i]).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        torch_acc = float((model(xte).argmax(1) == yte).double().mean())
+    assert 0.6 < torch_acc < 0.9, torch_acc
+    path = os.path.join(g.tmp, 'mine.gppm')
+    gppm.save(path, {'network': desc},
+              {k: v for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')})
+    with open(path, 'rb') as f:
+        body = f.read()
+    r = upload(g, body)
+    assert r.status == 201, r
+    sha = r.json()['sha256']
+    assert r.json()['params'] == sum(p.numel() for p in model.parameters()), r.json()
+
+    g.wait_workers(1)
+    spec = {'dataset': 'fashion-mnist', 'model': {'checkpoint': sha}, 'iterations': 1,
+            'data': {'train_limit': 2000}, 'prune': {'final_finetune_epochs': 2}}
+    job_id = g.submit(spec)
+    job = g.wait_job(job_id, timeout=240)
+    assert job['state'] == 'succeeded', (job, g.log()[-4000:])
+    base = job['summary']['baseline']
+    assert base['stage'] == 0 and job['stages'][0]['summary']['evaluated_only'] is True, job
+    # argmax may flip on a float tie; a point is 100 images
+    assert abs(base['test_accuracy'] - torch_acc) <= 2e-4, (base, torch_acc)
+    size = job['summary']['size_first']
+    assert size['params'] < 0.6 * base['params'], job['summary']   # one prune at ratio 0.3
+
+
 GROUPS = {
     'two_workers': (test_two_workers, 2),
     'sse': (test_sse, 1),
@@ -911,6 +1132,8 @@ GROUPS = {
     'restart_local': (test_restart_local, 1),
     'stop_rules': (test_stop_rules, 1),
     'retry': (test_retry, 0),
+    'upload': (test_upload, 1),
+    'torch_model': (test_torch_model, 1),
 }
 
 

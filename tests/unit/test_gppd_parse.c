@@ -276,10 +276,11 @@ static void test_job_submit(void **state)
     assert_string_equal(s.device, "gpu");
     assert_string_equal(s.first_reason, "waiting_for_gpu");
     assert_string_equal(s.idem_key, "key-1");
-    assert_int_equal(s.n_stages, 3 + 2 * 2 + 1);   /* no train: grow x 3, (push, prune) x 2,
-                                                      finetune */
-    assert_string_equal(s.chain[0].kind, "grow");
-    assert_string_equal(s.chain[7].kind, "finetune");
+    /* train (the checkpoint's evaluation), grow x 3, (push, prune) x 2, finetune */
+    assert_int_equal(s.n_stages, 1 + 3 + 2 * 2 + 1);
+    assert_string_equal(s.chain[0].kind, "train");
+    assert_string_equal(s.chain[1].kind, "grow");
+    assert_string_equal(s.chain[8].kind, "finetune");
     assert_int_equal(s.n_stages, gpp_jobspec_stage_count(s.spec));
     api_job_submit_clear(&s);
 

@@ -83,7 +83,8 @@ export async function errorFrom(res) {
 
 /**
  * Call the API.  path is relative to /api/v1 ("/jobs") or absolute ("/api/v1/...").
- * opts: {method, body (object -> JSON), query (object), signal, raw (return the
+ * opts: {method, body (object -> JSON), bytes (ArrayBuffer/Blob, sent as
+ * application/octet-stream), query (object), signal, raw (return the
  * Response), headers, auth (default true)}.  Returns the parsed JSON (null for
  * an empty body).  Throws ApiError; a 401 also calls the unauthorized handler
  * unless opts.quiet401.
@@ -100,6 +101,9 @@ export async function api(path, opts = {}) {
   if (opts.body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(opts.body);
+  } else if (opts.bytes !== undefined) {
+    headers['Content-Type'] = 'application/octet-stream';
+    init.body = opts.bytes;
   }
   let res;
   try {

@@ -175,12 +175,13 @@ async function refreshHealth() {
   }
 }
 
+/** Poll the header's worker and queue counts; every navigation reads them at once (a job just submitted counts). */
 function startHealth() {
-  if (healthTimer) return;
   refreshHealth();
+  if (healthTimer) return;
   healthTimer = setInterval(() => {
     if (!document.hidden) refreshHealth();
-  }, 10000);
+  }, 5000);
 }
 
 function stopHealth() {

@@ -30,6 +30,7 @@ export function stageLabel(st, total) {
   if (!st.kind) return total ? `stage ${st.idx + 1} of ${total}` : `stage ${st.idx + 1}`;
   const kind = String(st.kind || 'stage');
   if (kind === 'finetune') return 'Final recovery';
+  if (st.evaluates) return 'Evaluate the model';
   const name = kind.charAt(0).toUpperCase() + kind.slice(1);
   return st.round ? `${name} ${st.round}` : name;
 }
@@ -103,6 +104,12 @@ export function readJob(j) {
   if (j.state === 'succeeded') progress = 1;
   const spec = typeof j.spec === 'string' ? safeJson(j.spec) : j.spec || null;
   const summary = typeof j.summary === 'string' ? safeJson(j.summary) : j.summary || null;
+  // A job from a trained checkpoint: its train stage only evaluates the model.
+  const given = !!(spec && spec.model && typeof spec.model === 'object' && !Array.isArray(spec.model) &&
+    spec.model.checkpoint);
+  for (const s of stages) {
+    if (s.kind === 'train' && (given || (s.summary && s.summary.evaluated_only))) s.evaluates = true;
+  }
   return {
     raw: j,
     id: j.id,

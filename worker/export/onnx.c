@@ -917,6 +917,20 @@ int gpp_onnx_export_buffer(const gpp_ckpt *ck, uint8_t **buf, size_t *len, gpp_e
     return gpp__onnx_build(ck, buf, len, NULL, err);
 }
 
+/* gpp_ckpt_check: see gpp/export.h (the export, with its bytes dropped). */
+int gpp_ckpt_check(const gpp_ckpt *ck, gpp_model_info *info, gpp_error *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    gpp__onnx_stats st = {0};
+    int rc = gpp__onnx_build(ck, &buf, &len, &st, err);
+    free(buf);
+    if (rc == 0 && info)
+        *info = (gpp_model_info){.params = st.params, .C = st.C, .H = st.H, .W = st.W,
+                                 .classes = st.classes, .nodes = st.nodes};
+    return rc;
+}
+
 /* gpp_onnx_export: see gpp/export.h. */
 int gpp_onnx_export(const gpp_ckpt *ck, const char *out_path, gpp_error *err)
 {

@@ -28,7 +28,7 @@ static int features(gpp__stage *s, int P, int M, const gpp_dataset *ds, const ui
     for (uint32_t i = 0; i < n; i += (uint32_t)s->B) {
         if (gpp__cancelled(s)) return GPP_EAGAIN;
         int m = n - i < (uint32_t)s->B ? (int)(n - i) : s->B;
-        gpp_data_fill(s->x, s->y, ds, idx + i, (uint32_t)m, &s->data->norm, GPP_DATA_AUG_NONE,
+        gpp_data_fill(s->x, s->y, ds, idx + i, (uint32_t)m, &s->norm, GPP_DATA_AUG_NONE,
                       NULL);
         int rc = nn_net_forward(s->net, s->x, NULL, m, 0, NULL, s->err);
         if (rc != 0) return rc;
@@ -127,7 +127,7 @@ static int fill_recover(void *user, float *x, int first, int n)
     fill_ctx *f = user;
     if (first >= f->n) return 0;
     if (first + n > f->n) n = f->n - first;
-    gpp_data_fill(x, NULL, f->s->data->train, f->idx + first, (uint32_t)n, &f->s->data->norm,
+    gpp_data_fill(x, NULL, f->s->data->train, f->idx + first, (uint32_t)n, &f->s->norm,
                   GPP_DATA_AUG_NONE, NULL);
     return n;
 }

@@ -75,7 +75,7 @@ static void emit(gpp__stage *s, const char *phase, double epoch, int evaluation,
 /* gpp__fill_train: see stage_ctx.h. */
 void gpp__fill_train(gpp__stage *s, const uint32_t *idx, int n)
 {
-    gpp_data_fill(s->x, s->y, s->data->train, idx, (uint32_t)n, &s->data->norm,
+    gpp_data_fill(s->x, s->y, s->data->train, idx, (uint32_t)n, &s->norm,
                   GPP_DATA_AUG_NONE, NULL);
 }
 
@@ -87,7 +87,7 @@ int gpp__evaluate(gpp__stage *s, const gpp_dataset *ds, const uint32_t *idx, uin
     for (uint32_t i = 0; i < n; i += (uint32_t)s->B) {
         if (gpp__cancelled(s)) return GPP_EAGAIN;
         int m = n - i < (uint32_t)s->B ? (int)(n - i) : s->B;
-        gpp_data_fill(s->x, s->y, ds, idx + i, (uint32_t)m, &s->data->norm, GPP_DATA_AUG_NONE,
+        gpp_data_fill(s->x, s->y, ds, idx + i, (uint32_t)m, &s->norm, GPP_DATA_AUG_NONE,
                       NULL);
         int rc = nn_net_forward(s->net, s->x, s->y, m, 0, NULL, s->err);
         if (rc != 0) return rc;
@@ -258,7 +258,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
     gpp_data_iter_opts io = {.batch_size = (uint32_t)Bi,
                              .order = push ? GPP_DATA_BALANCED : GPP_DATA_SHUFFLE,
                              .min_per_class = push ? (uint32_t)sp->push.min_per_class : 1,
-                             .drop_last = 0, .augment = d->augment, .norm = &d->norm,
+                             .drop_last = 0, .augment = d->augment, .norm = &s->norm,
                              .seed = s->seed ^ ph->salt};
     gpp_data_iter *it = NULL;
     gpp_push_ws *ws = NULL;
@@ -447,6 +447,38 @@ done:
 
 /* ---- checkpoints and summaries ------------------------------------------------- */
 
+/* A job that starts from a trained checkpoint feeds it pixels as it was
+ * trained: normalised by its meta.normalize ({"mean": [...], "std": [...]},
+ * one per channel), or x/255 in [0, 1] when it has none (a network trained
+ * elsewhere); data.normalize does not apply.  Every stage of such a job
+ * writes the same meta.normalize on, so all of them agree. */
+static int checkpoint_norm(gpp__stage *s)
+{
+    gpp_data_norm_identity(&s->norm, (uint32_t)s->input[0]);
+    const cJSON *nz = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(s->in_doc, "meta"), "normalize");
+    if (!nz || cJSON_IsNull(nz)) return 0;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(nz, "mean");
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(nz, "std");
+    int c = s->input[0];
+    if (!cJSON_IsArray(m) || !cJSON_IsArray(sd) || cJSON_GetArraySize(m) != c ||
+        cJSON_GetArraySize(sd) != c || c > GPP_DATA_MAX_C)
+        return gpp_error_set(s->err, GPP_EINVAL, "invalid_argument", "meta.normalize",
+                             "the input checkpoint's meta.normalize must hold \"mean\" and "
+                             "\"std\" with %d numbers (one per channel)", c);
+    for (int k = 0; k < c; k++) {
+        const cJSON *a = cJSON_GetArrayItem(m, k), *b = cJSON_GetArrayItem(sd, k);
+        if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || !isfinite(a->valuedouble) ||
+            !(b->valuedouble > 0) || !isfinite(b->valuedouble))
+            return gpp_error_set(s->err, GPP_EINVAL, "invalid_argument", "meta.normalize",
+                                 "the input checkpoint's meta.normalize channel %d: the mean "
+                                 "must be finite and the std above 0", k);
+        s->norm.mean[k] = (float)a->valuedouble;
+        s->norm.std[k] = (float)b->valuedouble;
+    }
+    return 0;
+}
+
 static cJSON *norm_json(const gpp_data_norm *nm)
 {
     cJSON *o = cJSON_CreateObject();
@@ -475,7 +507,7 @@ static cJSON *meta_new(gpp__stage *s)
         !cJSON_AddStringToObject(meta, "stage", gpp_stage_kind_name(s->req->kind)) ||
         !cJSON_AddNumberToObject(meta, "stage_index", s->req->index) ||
         !cJSON_AddNumberToObject(meta, "iteration", s->req->iteration) ||
-        !cJSON_AddItemToObject(meta, "normalize", norm_json(&s->data->norm)) ||
+        !cJSON_AddItemToObject(meta, "normalize", norm_json(&s->norm)) ||
         !cJSON_AddItemToObject(meta, "input", cJSON_CreateIntArray(s->input, 3)) ||
         !cJSON_AddNumberToObject(meta, "classes", s->classes)) {
         cJSON_Delete(meta);
@@ -634,9 +666,17 @@ static double final_lr(const gpp_jobspec *sp)
 static int stage_train(gpp__stage *s, cJSON **summary)
 {
     int rc;
+    /* a job from a trained checkpoint: the train stage evaluates it on this
+     * job's data, unchanged -- it is the baseline the job compresses */
+    int given = s->spec->model_kind == GPP_MODEL_CHECKPOINT;
     if (!s->resume && !s->net && (rc = build_model(s, NULL)) != 0) return rc;
-    gpp__phase ph = {.name = "train", .epochs = s->spec->train.epochs, .lr = s->spec->train.lr,
-                     .salt = SALT_TRAIN};
+    if (given) {
+        gpp__log(s, "train: the model of the checkpoint, evaluated on this job's data (no "
+                    "training: it is the baseline)");
+        if ((rc = extra_bool(s, "evaluated_only", 1)) != 0) return rc;
+    }
+    gpp__phase ph = {.name = "train", .epochs = given ? 0 : s->spec->train.epochs,
+                     .lr = s->spec->train.lr, .salt = SALT_TRAIN};
     if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
     return finish(s, -1, -1, summary);
 }
@@ -934,6 +974,8 @@ int gpp_stage_run(const gpp_stage_req *req, const gpp_stage_io *io, cJSON **summ
         }
         if ((rc = gpp__set_net(&s, net)) != 0) goto done;
     }
+    s.norm = s.data->norm;
+    if (sp->model_kind == GPP_MODEL_CHECKPOINT && (rc = checkpoint_norm(&s)) != 0) goto done;
     switch (req->kind) {
     case GPP_STAGE_TRAIN:
         rc = stage_train(&s, summary);

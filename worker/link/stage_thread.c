@@ -31,14 +31,12 @@ void wl_data_cache_free(void)
 int wl_chain_stage(const gpp_jobspec *spec, int index, gpp_stage_kind *kind, int *round)
 {
     int n = 0;
-    if (spec->model_kind != GPP_MODEL_CHECKPOINT) {
-        if (index == n) {
-            *kind = GPP_STAGE_TRAIN;
-            *round = 0;
-            return 0;
-        }
-        n++;
+    if (index == n) {     /* from a checkpoint model too: its evaluation */
+        *kind = GPP_STAGE_TRAIN;
+        *round = 0;
+        return 0;
     }
+    n++;
     if (spec->grow.enabled) {
         for (int i = 1; i <= spec->grow.max_modules; i++, n++) {
             if (index == n) {

@@ -114,7 +114,7 @@ void wl_data_cache_free(void);
 void wl_stage_thread(void *arg);
 
 /* The stage kind and round of chain position `index` of a job (the chain
- * rule of gppd: train unless the model is a checkpoint, grow x max_modules
+ * rule of gppd: train (for a checkpoint model: its evaluation), grow x max_modules
  * when grow is enabled, then iterations x (push, prune), then finetune
  * when iterations > 0 and prune.final_finetune_epochs > 0).  0, or -1 past
  * the end. */

@@ -7,7 +7,7 @@
 // double submit makes one job.
 
 import { api, pageOf, ApiError } from '../api.js';
-import { h, replace, announce, setBusy } from '../dom.js';
+import { h, replace, announce, setBusy, fmtCount } from '../dom.js';
 import { SECTIONS, FIELDS, ZOO, inputId, toText, readField, setPath, fieldFor, FieldError } from '../jobspec.js';
 
 export const NAME = 'submit';
@@ -86,6 +86,42 @@ export async function render(main, route, ctx) {
     datasetsList, zooList);
 
   const inputOf = (path) => form.elements.namedItem(path);
+
+  // A trained network from elsewhere: upload its .gppm (POST /api/v1/models)
+  // and the model field names it by its sha256.
+  const upInput = h('input#submit-upload', { type: 'file', accept: '.gppm,application/octet-stream',
+    'aria-describedby': 'submit-upload-hint' });
+  const upStatus = h('p.hint#submit-upload-status', { role: 'status' });
+  const upField = h('div.field.field-upload', { 'data-field': 'upload' },
+    h('label', { for: 'submit-upload' }, 'or upload a trained model (.gppm)'), upInput,
+    h('p.hint#submit-upload-hint', 'the network and its weights, e.g. saved from PyTorch with deploy/python/gppm.py; ',
+      'the job then starts by evaluating it on the data set'),
+    upStatus);
+  inputOf('model').closest('.field').after(upField);
+  upInput.addEventListener('change', async () => {
+    const file = upInput.files && upInput.files[0];
+    if (!file) return;
+    upStatus.textContent = `Uploading ${file.name} (${fmtCount(file.size)} bytes)…`;
+    upField.classList.remove('has-error');
+    setBusy(submitBtn, true);
+    try {
+      const m = await api('/models', { method: 'POST', bytes: await file.arrayBuffer() });
+      const model = inputOf('model');
+      model.value = JSON.stringify({ checkpoint: m.sha256 });
+      clearFieldError(model);
+      upStatus.textContent = `${file.name}: ${fmtCount(m.params)} params, input [${m.input.join(', ')}], ` +
+        `${m.classes} classes${m.created ? '' : ' (already uploaded)'}; the model field now names it.`;
+      announce(`Uploaded ${file.name}.`, 'ok');
+      updateNotes();
+    } catch (e) {
+      upInput.value = '';
+      if (e.status === 401) return; // back to sign-in
+      upField.classList.add('has-error');
+      upStatus.textContent = `Not uploaded: ${e.message}`;
+    } finally {
+      setBusy(submitBtn, false);
+    }
+  });
 
   /** Build the spec from the form; throws FieldError. */
   function collect() {
