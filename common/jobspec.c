@@ -103,6 +103,7 @@ static const char *const separation_names[] = {"diag", "eigen", NULL};
 static const char *const threshold_names[] = {"eta", "ratio", NULL};
 static const char *const criterion_names[] = {"gpp", "l1", "random", NULL};
 static const char *const augment_names[] = {"auto", "none", "crop-flip", NULL};
+static const char *const val_from_names[] = {"auto", "train", "test", NULL};
 static const char *const format_names[] = {"idx", "cifar10-bin", NULL};
 static const char *const zoo_names[] = {"lenet5", "lenet300-100", "vgg-small",
                                         "vgg16-cifar", "inception-base", NULL};
@@ -187,6 +188,7 @@ static const field data_fields[] = {
     I64N("train_limit", 1, MAX_SAFE_INT, data.train_limit),
     I64N("test_limit", 1, MAX_SAFE_INT, data.test_limit),
     NUM("val_fraction", 0, 0, 0.9, 0.1, data.val_fraction),
+    ENUM("val_from", val_from_names, GPP_VAL_FROM_AUTO, data.val_from),
     ENUM("augment", augment_names, GPP_AUGMENT_AUTO, data.augment),
     BOOL("normalize", 1, data.normalize),
 };

@@ -170,13 +170,17 @@ typedef struct gpp_data_split_opts {
     uint32_t test_limit;      /* data.test_limit; 0 = all (null) */
     double val_fraction;      /* data.val_fraction, in [0, 1) */
     uint64_t seed;            /* job seed */
+    int val_from_test;        /* data.val_from "test": the validation share comes
+                                 out of the (limited) test set, not the training set */
 } gpp_data_split_opts;
 
 typedef struct gpp_data_split {
     uint32_t *train;          /* [n_train] indices into the training data set */
     uint32_t n_train;
-    uint32_t *val;            /* [n_val] indices into the training data set */
+    uint32_t *val;            /* [n_val] indices into the training data set, or
+                                 into the test data set when val_in_test */
     uint32_t n_val;
+    int val_in_test;
     uint32_t *test;           /* [n_test] indices into the test data set */
     uint32_t n_test;
 } gpp_data_split;
@@ -185,7 +189,11 @@ typedef struct gpp_data_split {
  * then per class a validation share of round(val_fraction * n_class) samples
  * chosen at random with seed ^ GPP_DATA_STREAM_VAL (stratified; a class keeps
  * at least one training sample), the rest for training; the test set limited
- * by test_limit.  train and val are disjoint; every index list is ascending.
+ * by test_limit.  With opts->val_from_test the share is taken the same way
+ * out of the limited test set instead (val_in_test set; the training set is
+ * all training images): for a network trained elsewhere, which may have seen
+ * every training image.  train and val are disjoint (val and test with
+ * val_from_test); every index list is ascending.
  * The same inputs give the same split.  Errors: val_fraction outside [0, 1) or
  * an empty training set (GPP_EINVAL), train/test with different shapes or
  * classes (GPP_EINVAL).  Returns 0 and *out (free with gpp_data_split_free). */

@@ -73,7 +73,8 @@
  *   iterations    integer 0..100 [4]
  *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
  *   data          train_limit null or int 1..2^53 [null: all]; test_limit likewise;
- *                 val_fraction [0, 0.9] [0.1]; augment "auto" | "none" | "crop-flip"
+ *                 val_fraction [0, 0.9] [0.1]; val_from "auto" | "train" | "test"
+ *                 ["auto"]; augment "auto" | "none" | "crop-flip"
  *                 ["auto"]; normalize bool [true]
  *
  * An "int" must be a JSON number without a fractional part (1.0 is fine).
@@ -133,6 +134,10 @@ typedef enum { GPP_SEPARATION_DIAG, GPP_SEPARATION_EIGEN } gpp_separation;
 typedef enum { GPP_THRESHOLD_ETA, GPP_THRESHOLD_RATIO } gpp_threshold;
 typedef enum { GPP_CRITERION_GPP, GPP_CRITERION_L1, GPP_CRITERION_RANDOM } gpp_criterion;
 typedef enum { GPP_AUGMENT_AUTO, GPP_AUGMENT_NONE, GPP_AUGMENT_CROP_FLIP } gpp_augment;
+/* Where the validation images come from: "auto" is "test" when the model is
+ * a checkpoint (a network trained elsewhere may have seen every training
+ * image), else "train". */
+typedef enum { GPP_VAL_FROM_AUTO, GPP_VAL_FROM_TRAIN, GPP_VAL_FROM_TEST } gpp_val_from;
 
 typedef struct gpp_jobspec_train {
     int epochs;              /* 0..1000 [2] */
@@ -203,6 +208,7 @@ typedef struct gpp_jobspec_data {
     int64_t train_limit;     /* 1..2^53, 0 = null [null: all] */
     int64_t test_limit;      /* 1..2^53, 0 = null [null: all] */
     double val_fraction;     /* [0, 0.9] [0.1] */
+    gpp_val_from val_from;   /* [auto] */
     gpp_augment augment;     /* [auto] */
     bool normalize;          /* [true] */
 } gpp_jobspec_data;

@@ -311,6 +311,7 @@ static const reject_row rejects[] = {
     {"data_test_limit_type", S("\"data\":{\"test_limit\":{}}"), "data.test_limit", "got an object"},
     {"data_val_fraction_low", S("\"data\":{\"val_fraction\":-0.1}"), "data.val_fraction", "[0, 0.9], got -0.1"},
     {"data_val_fraction_high", S("\"data\":{\"val_fraction\":0.91}"), "data.val_fraction", "got 0.91"},
+    {"data_val_from_enum", S("\"data\":{\"val_from\":\"val\"}"), "data.val_from", "one of \"auto\", \"train\", \"test\", got \"val\""},
     {"data_augment_enum", S("\"data\":{\"augment\":\"flip\"}"), "data.augment", "one of \"auto\", \"none\", \"crop-flip\", got \"flip\""},
     {"data_augment_type", S("\"data\":{\"augment\":1}"), "data.augment", "must be a string"},
     {"data_normalize_type", S("\"data\":{\"normalize\":0}"), "data.normalize", "must be a boolean, got 0"},
@@ -608,6 +609,7 @@ static void test_defaults_filled(void **state)
     assert_true(s->data.train_limit == 0);
     assert_true(s->data.test_limit == 0);
     assert_true(s->data.val_fraction == 0.1);
+    assert_int_equal(s->data.val_from, GPP_VAL_FROM_AUTO);
     assert_int_equal(s->data.augment, GPP_AUGMENT_AUTO);
     assert_true(s->data.normalize);
     assert_int_equal(gpp_jobspec_stage_count(s), 1 + 0 + 8 + 1);   /* + finetune */
@@ -636,7 +638,7 @@ static void test_defaults_serialised(void **state)
         "\"iterations\":4,"
         "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
-        "\"augment\":\"auto\",\"normalize\":true}}");
+        "\"val_from\":\"auto\",\"augment\":\"auto\",\"normalize\":true}}");
     free(out);
 }
 
@@ -974,7 +976,7 @@ static void test_round_trip_full(void **state)
         "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,"
         "\"bn_recalibrate\":0},"
         "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000},"
-        "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"augment\":\"crop-flip\",\"normalize\":false}}";
+        "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"val_from\":\"test\",\"augment\":\"crop-flip\",\"normalize\":false}}";
     char *out = round_trip(full);
     /* every non-default value survives */
     static const char *const want[] = {
@@ -982,7 +984,7 @@ static void test_round_trip_full(void **state)
         "\"priority\":-5", "\"seed\":42", "\"max_restarts\":0", "\"weight_decay\":0.0001",
         "\"schedule\":\"step\",\"step_epochs\":10,\"gamma\":0.5", "\"separation\":\"eigen\",\"eigen_k\":9",
         "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,\"bn_recalibrate\":0}", "\"iterations\":6",
-        "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,",
+        "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"val_from\":\"test\",",
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,",
         "\"reconstruct\":true,",
     };

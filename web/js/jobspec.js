@@ -117,7 +117,9 @@ export const SECTIONS = [
     fields: [
       { path: 'data.train_limit', type: 'int', nullable: true, def: null, placeholder: 'all', rule: 'integer ≥ 1: samples used' },
       { path: 'data.test_limit', type: 'int', nullable: true, def: null, placeholder: 'all', rule: 'integer ≥ 1' },
-      { path: 'data.val_fraction', type: 'num', def: 0.1, rule: '[0, 0.9]: validation split of the training set' },
+      { path: 'data.val_fraction', type: 'num', def: 0.1, rule: '[0, 0.9]: validation share (of the training set, or of the test set: val_from)' },
+      { path: 'data.val_from', type: 'enum', def: 'auto', options: ['auto', 'train', 'test'],
+        rule: 'where the validation images come from; auto: the test set for an uploaded model (it may have trained on every training image), else the training set' },
       { path: 'data.augment', type: 'enum', def: 'auto', options: ['auto', 'none', 'crop-flip'], rule: 'augmentation' },
       { path: 'data.normalize', type: 'bool', def: true, rule: 'normalise inputs' },
     ],

@@ -122,26 +122,49 @@ int gpp_data_split_new(gpp_data_split **out, const gpp_dataset *train,
                              test->c, test->h, test->w, test->classes);
     s = calloc(1, sizeof *s);
     if (!s) return err_nomem(err);
-    if ((rc = gpp_data_limit(&s->test, &s->n_test, test, opts->test_limit, err)) < 0) goto done;
-    if ((rc = gpp_data_limit(&lim, &n_lim, train, opts->train_limit, err)) < 0) goto done;
-    if ((rc = gpp__data_by_class(train, lim, n_lim, &members, &start, err)) < 0) goto done;
-
-    s->train = malloc(n_lim * sizeof *s->train);
-    s->val = malloc(n_lim * sizeof *s->val);
-    if (!s->train || !s->val) { rc = err_nomem(err); goto done; }
+    uint32_t *tlim = NULL, n_tlim = 0;
+    if ((rc = gpp_data_limit(&tlim, &n_tlim, test, opts->test_limit, err)) < 0) goto done;
+    if ((rc = gpp_data_limit(&lim, &n_lim, train, opts->train_limit, err)) < 0) {
+        free(tlim);
+        goto done;
+    }
+    /* the validation share comes out of `from` (the training or the test set) */
+    const gpp_dataset *from = opts->val_from_test ? test : train;
+    uint32_t *src = opts->val_from_test ? tlim : lim, n_src = opts->val_from_test ? n_tlim : n_lim;
+    uint32_t **keep = opts->val_from_test ? &s->test : &s->train;
+    uint32_t *n_keep = opts->val_from_test ? &s->n_test : &s->n_train;
+    if (opts->val_from_test) {
+        s->train = lim;
+        s->n_train = n_lim;
+        lim = NULL;
+    } else {
+        s->test = tlim;
+        s->n_test = n_tlim;
+    }
+    tlim = NULL;
+    s->val_in_test = !!opts->val_from_test;
+    if ((rc = gpp__data_by_class(from, src, n_src, &members, &start, err)) < 0) {
+        if (opts->val_from_test) free(src);
+        goto done;
+    }
+    if (opts->val_from_test) free(src);   /* members holds it by class */
+    *keep = malloc((n_src ? n_src : 1) * sizeof **keep);
+    s->val = malloc((n_src ? n_src : 1) * sizeof *s->val);
+    if (!*keep || !s->val) { rc = err_nomem(err); goto done; }
+    *n_keep = 0;
     gpp_rng rng;
     gpp_rng_seed(&rng, opts->seed ^ GPP_DATA_STREAM_VAL);
-    for (uint32_t k = 0; k < train->classes; k++) {
+    for (uint32_t k = 0; k < from->classes; k++) {
         uint32_t *cls = members + start[k], nk = start[k + 1] - start[k];
         uint32_t nv = (uint32_t)floor(opts->val_fraction * nk + 0.5);
         if (nk > 0 && nv > nk - 1) nv = nk - 1;
         gpp_data_shuffle(cls, nk, &rng);
         memcpy(s->val + s->n_val, cls, nv * sizeof *cls);
-        memcpy(s->train + s->n_train, cls + nv, (nk - nv) * sizeof *cls);
+        memcpy(*keep + *n_keep, cls + nv, (nk - nv) * sizeof *cls);
         s->n_val += nv;
-        s->n_train += nk - nv;
+        *n_keep += nk - nv;
     }
-    qsort(s->train, s->n_train, sizeof *s->train, cmp_u32);
+    qsort(*keep, *n_keep, sizeof **keep, cmp_u32);
     qsort(s->val, s->n_val, sizeof *s->val, cmp_u32);
     if (s->n_train == 0) {
         rc = gpp_error_set(err, GPP_EINVAL, "invalid_argument", "data.train_limit",

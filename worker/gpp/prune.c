@@ -303,7 +303,7 @@ static int accuracy_cut(gpp__stage *s, cuts *c, double *val, double *test)
     int rc = apply_cuts(s, c);
     if (rc == 0) rc = nn_net_reserve(copy, s->B, s->err);
     if (rc == 0) rc = bn_recalibrate(s, copy, NULL);
-    if (rc == 0) rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, val);
+    if (rc == 0) rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, val);
     if (rc == 0)
         rc = gpp__evaluate(s, s->data->test, s->data->split->test, s->data->split->n_test, test);
     s->net = orig;
@@ -439,7 +439,7 @@ int gpp__prune_apply(gpp__stage *s)
             goto done;
         gpp__progress(s, 0.2);
         /* 2. M' on validation data: the classifier restricted to the top M' */
-        if ((rc = features(s, P, M, s->data->train, s->val, s->n_val, Hv, yv)) != 0) goto done;
+        if ((rc = features(s, P, M, s->val_ds, s->val, s->n_val, Hv, yv)) != 0) goto done;
         int cls = -1;
         for (int id = n - 1; id >= 1 && cls < 0; id--) {
             nn_node_info in;

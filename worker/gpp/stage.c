@@ -548,7 +548,7 @@ static int finish(gpp__stage *s, double val, double test, cJSON **summary)
     int rc = 0;
     s->prog0 = 0.97;
     s->prog1 = 1.0;
-    if (val < 0 && (rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, &val)) != 0)
+    if (val < 0 && (rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, &val)) != 0)
         return rc;
     gpp__progress(s, 0.5);
     if (test < 0 &&
@@ -710,7 +710,7 @@ static int stage_grow(gpp__stage *s, cJSON **summary)
                           input_summary_num(s, "test_accuracy"), summary);
         }
         double before = input_summary_num(s, "val_accuracy");
-        if (before < 0 && (rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, &before)) != 0)
+        if (before < 0 && (rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, &before)) != 0)
             return rc;
         int w[6], given = 0;
         for (int k = 0; k < 6; k++) given |= sp->grow.widths[k] != 0;
@@ -739,7 +739,7 @@ static int stage_grow(gpp__stage *s, cJSON **summary)
                      .salt = SALT_TRAIN};
     if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
     double before = extra_get(s, "val_before", 0.0), after = 0.0;
-    if ((rc = gpp__evaluate(s, s->data->train, s->val, s->n_val, &after)) != 0) return rc;
+    if ((rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, &after)) != 0) return rc;
     int kept = after >= before + sp->grow.min_gain;
     int modules = (int)input_summary_num(s, "grow_modules");
     if (modules < 0) modules = 0;
@@ -935,9 +935,11 @@ int gpp_stage_run(const gpp_stage_req *req, const gpp_stage_io *io, cJSON **summ
     if (s.data->split->n_val > 0) {
         s.val = s.data->split->val;
         s.n_val = s.data->split->n_val;
+        s.val_ds = s.data->split->val_in_test ? s.data->test : s.data->train;
     } else {
         s.val = s.data->split->train;   /* data.val_fraction 0: validate on the training split */
         s.n_val = s.data->split->n_train;
+        s.val_ds = s.data->train;
     }
     s.x = malloc(sizeof(float) * (size_t)s.B * tr->c * tr->h * tr->w);
     s.y = malloc(sizeof(int32_t) * (size_t)s.B);

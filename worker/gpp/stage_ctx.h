@@ -21,6 +21,7 @@ typedef struct gpp__stage {
     nn_net *net;
     gpp_error *err;
     cJSON *in_doc;            /* the input checkpoint's document (or NULL) */
+    const gpp_dataset *val_ds; /* the data set the validation indexes (val) are into */
     gpp_data_norm norm;       /* the pixels' normalisation: the data set's, or for a job
                                  started from a checkpoint the checkpoint's own */
     cJSON *extra;             /* the stage's own summary keys (object) */

@@ -677,6 +677,34 @@ static void test_split(void **state)
     free(lim);
     gpp_data_split_free(s);
 
+    /* val_from_test: every (limited) training image trains; the validation
+     * share comes out of the limited test set, stratified, disjoint from the
+     * test images left, and the same for the same seed. */
+    o.val_from_test = 1;
+    o.test_limit = 40;
+    o.val_fraction = 0.25;
+    assert_int_equal(gpp_data_split_new(&s, tr, te, &o, &err), 0);
+    assert_true(s->val_in_test);
+    assert_int_equal(s->n_train, 40);
+    assert_int_equal(gpp_data_limit(&lim, &nl, tr, 40, &err), 0);
+    assert_memory_equal(s->train, lim, 40 * sizeof *lim);
+    free(lim);
+    assert_int_equal(s->n_val + s->n_test, 40);
+    assert_true(is_ascending(s->val, s->n_val) && is_ascending(s->test, s->n_test));
+    uint8_t tseen[60] = {0};
+    for (uint32_t i = 0; i < s->n_test; i++) tseen[s->test[i]] |= 1;
+    for (uint32_t i = 0; i < s->n_val; i++) tseen[s->val[i]] |= 2;
+    for (int i = 0; i < 60; i++) assert_true(i < 40 ? tseen[i] == 1 || tseen[i] == 2 : tseen[i] == 0);
+    gpp_dataset_class_counts(te, s->val, s->n_val, vc);
+    for (int k = 0; k < K; k++) assert_int_equal(vc[k], 3);   /* round(0.25 * 10) */
+    assert_int_equal(gpp_data_split_new(&s2, tr, te, &o, &err), 0);
+    assert_memory_equal(s2->val, s->val, s->n_val * sizeof *s->val);
+    gpp_data_split_free(s2);
+    gpp_data_split_free(s);
+    o.val_from_test = 0;
+    o.test_limit = 0;
+    o.val_fraction = 0.2;
+
     /* val_fraction 0: everything trains. */
     o.val_fraction = 0;
     assert_int_equal(gpp_data_split_new(&s, tr, te, &o, &err), 0);
