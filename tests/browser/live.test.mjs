@@ -190,6 +190,8 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     await page.locator('#submit-upload-status', { hasText: '(already uploaded)' }).waitFor();
     assert.match(await page.locator('#submit-upload-status').textContent(), /params, input \[1, 28, 28\], 10 classes/);
     assert.equal(await page.locator('[name="model"]').inputValue(), JSON.stringify({ checkpoint: sha }));
+    await page.locator('[data-field="upload"]').scrollIntoViewIfNeeded();
+    await shot(page, 'submit-upload');
     await page.getByRole('button', { name: 'Submit job' }).click();
     await page.locator('ol.timeline > li.stage').first().waitFor();
     const fromModel = await page.locator('ol.timeline > li.stage .stage-name').allTextContents();

@@ -21,6 +21,7 @@ const { readField, fieldFor, FIELDS, setPath, FieldError } = await import('../..
 const { groupNames, readMetrics, eventPoints, stageLayout, onSteps, stepAt } = await import('../../web/js/metrics.js');
 const { alignSeries } = await import('../../web/js/charts.js');
 const { pageOf } = await import('../../web/js/api.js');
+const { readJob, stageLabel } = await import('../../web/js/model.js');
 
 /** A server whose handler gets (req, res, n) with n the connection count. */
 async function server(handler) {
@@ -212,4 +213,17 @@ test('stages are laid end to end on one step axis; a retried stage keeps its new
   // without stages (an older server) everything is one stage, as before
   const flat = readMetrics({ series: { a: { iteration: [1, 2], value: [5, 6] } } });
   assert.deepEqual(onSteps(flat.series.get('a'), stageLayout(flat.series)), { x: [1, 2], y: [5, 6] });
+});
+
+test('a job from an uploaded model names its first stage "Evaluate the model"', () => {
+  // the job view (spec embedded) and a list item (model as "checkpoint:SHA", current stage only)
+  const full = readJob({ id: 'j1', state: 'running', spec: { dataset: 'd', model: { checkpoint: 'ab' } },
+    stages: [{ index: 0, kind: 'train', state: 'running' }, { index: 1, kind: 'push', round: 1, state: 'queued' }] });
+  assert.deepEqual(full.stages.map((s) => stageLabel(s)), ['Evaluate the model', 'Push 1']);
+  const item = readJob({ id: 'j2', state: 'running', model: 'checkpoint:ab', current_stage: { index: 0, kind: 'train' } });
+  assert.equal(stageLabel(item.current), 'Evaluate the model');
+  const zoo = readJob({ id: 'j3', state: 'running', model: 'lenet5', current_stage: { index: 0, kind: 'train' },
+    stages: [{ index: 0, kind: 'train', state: 'running' }] });
+  assert.equal(stageLabel(zoo.current), 'Train');
+  assert.equal(stageLabel(zoo.stages[0]), 'Train');
 });

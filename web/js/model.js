@@ -105,9 +105,10 @@ export function readJob(j) {
   const spec = typeof j.spec === 'string' ? safeJson(j.spec) : j.spec || null;
   const summary = typeof j.summary === 'string' ? safeJson(j.summary) : j.summary || null;
   // A job from a trained checkpoint: its train stage only evaluates the model.
+  // (a list item has no spec: its model reads "checkpoint:SHA")
   const given = !!(spec && spec.model && typeof spec.model === 'object' && !Array.isArray(spec.model) &&
-    spec.model.checkpoint);
-  for (const s of stages) {
+    spec.model.checkpoint) || (typeof j.model === 'string' && j.model.startsWith('checkpoint:'));
+  for (const s of stages.concat(current ? [current] : [])) {
     if (s.kind === 'train' && (given || (s.summary && s.summary.evaluated_only))) s.evaluates = true;
   }
   return {
