@@ -301,16 +301,20 @@ static bool is_hex64(const char *s)
     return gpp_sha256_from_hex(s, d) == 0;
 }
 
-/* Does the network of checkpoint artifact `hex` take the registered data
- * set's samples and classes?  0 (also when either side does not say), or
- * GPP_EINVAL with *e naming both. */
-static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name,
-                              const char *ds_info, gpp_error *e)
+/* Does the network of checkpoint artifact `hex` take the samples and
+ * classes of registered data set `ds_name`?  0 (also when either side does
+ * not say), or GPP_EINVAL with *e naming both. */
+static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name, gpp_error *e)
 {
     char path[PATH_MAX];
     gpp_ckpt *ck = NULL;
-    cJSON *doc = NULL, *info = cJSON_Parse(ds_info ? ds_info : "");
+    cJSON *doc = NULL, *info = NULL;
+    store_dataset ds;
     int rc = 0;
+    if (store_dataset_get(r->d->store, ds_name, &ds, NULL) == 0) {
+        info = cJSON_Parse(ds.info ? ds.info : "");
+        store_dataset_clear(&ds);
+    }
     if (!info || artifacts_path(r->d->artifacts, hex, path, sizeof path) != 0 ||
         gpp_ckpt_read_file(path, &ck, NULL) != 0 || !(doc = cJSON_Parse(gpp_ckpt_json(ck))))
         goto done;     /* nothing to compare: the worker checks what it loads */
@@ -350,17 +354,13 @@ done:
 /* Checks that need the store: the data set is registered, a checkpoint
  * model exists, is visible and fits the data set. 0, or -1 with a reply
  * queued. */
-static int check_refs(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply,
-                      char **info_out)
+static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply)
 {
     gpp_error e = {0};
-    char *ds_info = NULL;
     if (spec->dataset_kind == GPP_DATASET_NAME) {
         store_dataset ds;
         int rc = store_dataset_get(r->d->store, spec->dataset_name, &ds, &e);
         if (rc == 0) {
-            ds_info = *info_out = ds.info;     /* freed by check_references */
-            ds.info = NULL;
             store_dataset_clear(&ds);
         } else if (rc == GPP_ENOTFOUND) {
             *reply = api__reply_error(r, 422, "invalid_argument", "dataset",
@@ -386,7 +386,8 @@ static int check_refs(api_req *r, const gpp_jobspec *spec, enum MHD_Result *repl
                                           " uploads one)", ref);
                 return -1;
             }
-            if (ds_info && model_fits_dataset(r, ref, spec->dataset_name, ds_info, &e) != 0) {
+            if (spec->dataset_kind == GPP_DATASET_NAME &&
+                model_fits_dataset(r, ref, spec->dataset_name, &e) != 0) {
                 *reply = api__reply_gpp(r, &e);
                 return -1;
             }
@@ -410,14 +411,6 @@ static int check_refs(api_req *r, const gpp_jobspec *spec, enum MHD_Result *repl
         }
     }
     return 0;
-}
-
-static int check_references(api_req *r, const gpp_jobspec *spec, enum MHD_Result *reply)
-{
-    char *info = NULL;
-    int rc = check_refs(r, spec, reply, &info);
-    free(info);
-    return rc;
 }
 
 enum MHD_Result api__jobs_submit(api_req *r)

@@ -897,22 +897,12 @@ def test_walkthrough(g):
     assert head == 'name,stage,attempt,iteration,value,time', head
 
 
-def tensors_of(gppm):
-    """{name: raw bytes} of a .gppm's parameter tensors (its format: a
-    32-byte header, the JSON text, then the tensor table; see ckpt.h)."""
-    magic, version, flags, json_len, n, data_off = struct.unpack_from('<8sIIIIQ', gppm, 0)
-    assert magic == b'GPPM\r\n\x1a\n', magic
-    pos, out = 32 + json_len, {}
-    for _ in range(n):
-        (nl,) = struct.unpack_from('<H', gppm, pos)
-        name = gppm[pos + 2:pos + 2 + nl].decode()
-        dtype, ndim = struct.unpack_from('<BB', gppm, pos + 2 + nl)
-        pos += 2 + nl + 2 + 8 * ndim
-        off, nbytes = struct.unpack_from('<QQ', gppm, pos)
-        pos += 16
-        if not name.startswith('optim/'):
-            out[name] = gppm[off:off + nbytes]
-    return out
+def tensors_of(buf):
+    """{name: raw bytes} of a .gppm's parameter tensors (deploy/python/gppm.py
+    reads it), optimiser state left out."""
+    sys.path.insert(0, os.path.join(os.environ['GPP_SOURCE_ROOT'], 'deploy', 'python'))
+    import gppm
+    return {k: v.tobytes() for k, v in gppm.loads(buf)[1].items() if not k.startswith('optim/')}
 
 
 def upload(g, body, token='admin', ctype='application/octet-stream'):

@@ -51,9 +51,9 @@ function col(s) {
   return { x, y, t: s.time || s.times || [], stage: x.map((_, i) => (st[i] === undefined || st[i] === null ? 0 : Number(st[i]))) };
 }
 
+/** The stage of point i (col() and the live path store numbers; none: 0). */
 function stageAt(s, i) {
-  const v = s.stage ? s.stage[i] : undefined;
-  return v === null || v === undefined || !Number.isFinite(Number(v)) ? 0 : Number(v);
+  return (s.stage && s.stage[i]) || 0;
 }
 
 /**

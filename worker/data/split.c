@@ -122,36 +122,23 @@ int gpp_data_split_new(gpp_data_split **out, const gpp_dataset *train,
                              test->c, test->h, test->w, test->classes);
     s = calloc(1, sizeof *s);
     if (!s) return err_nomem(err);
-    uint32_t *tlim = NULL, n_tlim = 0;
-    if ((rc = gpp_data_limit(&tlim, &n_tlim, test, opts->test_limit, err)) < 0) goto done;
-    if ((rc = gpp_data_limit(&lim, &n_lim, train, opts->train_limit, err)) < 0) {
-        free(tlim);
-        goto done;
-    }
-    /* the validation share comes out of `from` (the training or the test set) */
-    const gpp_dataset *from = opts->val_from_test ? test : train;
-    uint32_t *src = opts->val_from_test ? tlim : lim, n_src = opts->val_from_test ? n_tlim : n_lim;
-    uint32_t **keep = opts->val_from_test ? &s->test : &s->train;
-    uint32_t *n_keep = opts->val_from_test ? &s->n_test : &s->n_train;
-    if (opts->val_from_test) {
-        s->train = lim;
-        s->n_train = n_lim;
-        lim = NULL;
-    } else {
-        s->test = tlim;
-        s->n_test = n_tlim;
-    }
-    tlim = NULL;
-    s->val_in_test = !!opts->val_from_test;
-    if ((rc = gpp__data_by_class(from, src, n_src, &members, &start, err)) < 0) {
-        if (opts->val_from_test) free(src);
-        goto done;
-    }
-    if (opts->val_from_test) free(src);   /* members holds it by class */
-    *keep = malloc((n_src ? n_src : 1) * sizeof **keep);
-    s->val = malloc((n_src ? n_src : 1) * sizeof *s->val);
+    /* the validation share comes out of one set (`from`, limited, in lim);
+     * the other set stays whole */
+    int vt = !!opts->val_from_test;
+    const gpp_dataset *from = vt ? test : train;
+    uint32_t *whole = NULL, n_whole = 0;
+    if ((rc = gpp_data_limit(&whole, &n_whole, vt ? train : test,
+                             vt ? opts->train_limit : opts->test_limit, err)) < 0) goto done;
+    if (vt) { s->train = whole; s->n_train = n_whole; }
+    else    { s->test = whole; s->n_test = n_whole; }
+    s->val_in_test = vt;
+    if ((rc = gpp_data_limit(&lim, &n_lim, from, vt ? opts->test_limit : opts->train_limit,
+                             err)) < 0) goto done;
+    if ((rc = gpp__data_by_class(from, lim, n_lim, &members, &start, err)) < 0) goto done;
+    uint32_t **keep = vt ? &s->test : &s->train, *n_keep = vt ? &s->n_test : &s->n_train;
+    *keep = malloc((n_lim ? n_lim : 1) * sizeof **keep);
+    s->val = malloc((n_lim ? n_lim : 1) * sizeof *s->val);
     if (!*keep || !s->val) { rc = err_nomem(err); goto done; }
-    *n_keep = 0;
     gpp_rng rng;
     gpp_rng_seed(&rng, opts->seed ^ GPP_DATA_STREAM_VAL);
     for (uint32_t k = 0; k < from->classes; k++) {

@@ -334,7 +334,7 @@ export async function render(main, route, ctx) {
       // in order: a later stage, or a later iteration of the same stage
       const n = s.x.length;
       const st = p.stage ?? 0;
-      const lastStage = n ? Number(s.stage[n - 1] ?? 0) : -Infinity;
+      const lastStage = n ? s.stage[n - 1] : -Infinity;
       const last = n ? s.x[n - 1] : -Infinity;
       if (st > lastStage || (st === lastStage && p.x > last)) {
         s.x.push(p.x);
