@@ -9,7 +9,8 @@
 #
 #   tests/bench/engine_vs_torch.sh [--device cpu|cuda[:N]] [BUILD_DIR]
 #   env: PAIRS (5; 3 on cuda), THREADS (2), CONFIGS ("model:batch:CxHxW:steps ..."),
-#        PY (/usr/bin/python3: the python with torch; on the GPU machine python3)
+#        PY (/usr/bin/python3: the python with torch; on the GPU machine python3),
+#        RAW (a file that keeps the raw result lines)
 # --device cuda: both sides on the GPU (torch_peer.py --device cuda, with a
 # torch.cuda.synchronize() around its timings; the engine synchronises at the
 # end of its timed loops); the peer's second variant is torch with TF32 off
@@ -48,7 +49,7 @@ fi
 $py -c 'import torch' 2>/dev/null || { echo "engine_vs_torch: $py has no torch" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
-res=$tmp/results
+res=${RAW:-$tmp/results}   # RAW=FILE keeps every run's JSON line (a cut run keeps what it had)
 : > "$res"
 # Both sides on the same OpenBLAS kernels: gpp-worker replaces OpenBLAS's
 # generic fallback on CPUs it does not know (worker/nn/blas_core.c); torch's

@@ -10,9 +10,10 @@
 # the gpu suite's executables directly (no meson there), the lenet5 loss
 # curve (part of test_cuda_net), `gpp-worker bench --device cuda` with per
 # layer times, and tests/bench/engine_vs_torch.sh --device cuda against the
-# machine's python3 torch.  Logs under $OUT (7 files; at most 8 come back):
+# machine's python3 torch.  Logs under $OUT (at most 8 files come back):
 #   device-run.log  everything, in order     summary.txt  one line per step
-#   cuda_layers.log cuda_net.log cuda_gpp.log fakedev.log  bench.log
+#   tests.log  each gpu-suite executable's output   sanitizer.log  a failed
+#   test again under compute-sanitizer   bench.log, bench_raw.txt
 # Every step has a timeout and the whole run stays under 560 s (the bench is
 # skipped when less than 120 s are left); it normally takes about 5 minutes.
 # Env: BENCH=0 skips the benchmark; PAIRS, CONFIGS pass to engine_vs_torch.sh.
@@ -28,8 +29,9 @@ t_start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t_start ))s; }
 
 work=/tmp/gppdev
-rm -rf "$work"
-mkdir -p "$work"
+logs=/tmp/gppdev-logs
+rm -rf "$work" "$logs"
+mkdir -p "$work" "$logs"
 if ! tar -xJf "$root/.devcarry/gppdev.tar.xz" -C "$work"; then
     note "FATAL: cannot unpack .devcarry/gppdev.tar.xz (run tests/gpu/pack.sh, carry .devcarry)"
     exit 1
@@ -46,7 +48,15 @@ if [ -z "$cublas" ]; then
     [ -n "$f" ] && cublas=$(dirname "$f")
 fi
 note "cublas: ${cublas:-NOT FOUND}"
-export LD_LIBRARY_PATH=$work/lib${cublas:+:$cublas}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# cuDNN 9 (convolutions; without it they run as im2col + cuBLAS): the
+# toolkit's, else the torch venv's nvidia-cudnn package
+cudnn=""
+for f in /usr/local/cuda/lib/libcudnn.so.9 /usr/local/cuda/lib64/libcudnn.so.9 \
+         $(find /opt /usr/local /usr/lib -name 'libcudnn.so.9' 2>/dev/null); do
+    [ -e "$f" ] && [ -e "$(dirname "$f")/libcudnn_cnn.so.9" ] && { cudnn=$(dirname "$f"); break; }
+done
+note "cudnn: ${cudnn:-NOT FOUND}"
+export LD_LIBRARY_PATH=$work/lib${cublas:+:$cublas}${cudnn:+:$cudnn}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export GPP_FMNIST_DIR=$work/data/fashion-mnist
 unset GPP_CUDA_TF32
 
@@ -59,23 +69,42 @@ echo "== libraries"
 ldd "$work/bin/test_cuda_layers" | grep -e 'not found' -e openblas -e cjson || true
 
 echo "== gpu suite ($(elapsed))"
-for t in fakedev:60 cuda_layers:120 cuda_net:240 cuda_gpp:120; do
+failed=""
+for t in fakedev:40 cuda_layers:90 cuda_net:150 cuda_gpp:90 cuda_layers_im2col:90 cuda_net_im2col:150; do
     lim=${t#*:}
     t=${t%:*}
-    timeout "$lim" "$work/bin/test_$t" > "$out/$t.log" 2>&1
+    case $t in   # *_im2col: the same test with convolutions through im2col + cuBLAS
+    *_im2col) GPP_CUDA_CUDNN=0 timeout "$lim" "$work/bin/test_${t%_im2col}" > "$logs/$t.log" 2>&1 ;;
+    *) timeout "$lim" "$work/bin/test_$t" > "$logs/$t.log" 2>&1 ;;
+    esac
     rc=$?
+    { echo "==== test_$t rc=$rc"; cat "$logs/$t.log"; } >> "$out/tests.log"
     case $rc in
     0) res=PASS ;; 77) res=SKIP ;; 124) res=TIMEOUT ;; *) res="FAIL rc=$rc" ;;
     esac
-    note "test_$t: $res ($(elapsed)) $(grep -c '\[       OK \]' "$out/$t.log") ok, $(grep -c '\[  FAILED  \] test' "$out/$t.log") failed"
-    grep -e '^SKIP' -e 'FAILED' -e 'differ' -e 'Failure' "$out/$t.log" | head -20
+    [ "$res" = PASS ] || failed="$failed $t"
+    note "test_$t: $res ($(elapsed)) $(grep -c '\[       OK \]' "$logs/$t.log") ok, $(grep -c '\[  FAILED  \] test' "$logs/$t.log") failed"
+    grep -e '^SKIP' -e 'FAILED' -e 'differ' -e 'Failure' "$logs/$t.log" | head -20
 done
 echo "== lenet5 loss curve (step cpu cuda)"
-grep -e '^lenet5_' "$out/cuda_net.log" | tee -a "$summary" | tail -12
-grep -e '^gpp_' "$out/cuda_gpp.log" | tee -a "$summary"
-grep -e '^# oom' "$out/cuda_net.log" | tee -a "$summary"
+grep -e '^lenet5_' "$logs/cuda_net.log" | tee -a "$summary" | tail -12
+grep -e '^lenet5_test' "$logs/cuda_net_im2col.log" | sed 's/^/im2col: /' | tee -a "$summary"
+grep -e '^gpp_' "$logs/cuda_gpp.log" | tee -a "$summary"
+grep -e '^# oom' "$logs/cuda_net.log" | tee -a "$summary"
 
-left=$(( 540 - ($(date +%s) - t_start) ))   # the run tool's limit is 600 s
+# a failed CUDA test again under compute-sanitizer (memcheck), where the
+# machine's runtime lets it read the device (Firecracker)
+san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+for t in $failed; do
+    [ "$t" = fakedev ] && continue
+    [ -n "$san" ] || { note "compute-sanitizer: not found"; break; }
+    timeout 90 "$san" --tool memcheck --print-limit 20 "$work/bin/test_${t%_im2col}" > "$logs/san_$t.log" 2>&1
+    note "sanitizer test_$t: rc=$? ($(elapsed))"
+    { echo "==== compute-sanitizer test_$t"; cat "$logs/san_$t.log"; } >> "$out/sanitizer.log"
+    grep -m 12 -e 'Invalid' -e 'ERROR SUMMARY' -e 'at .* in ' -e 'by thread' "$logs/san_$t.log" | tee -a "$summary"
+done
+
+left=$(( ${BUDGET:-540} - ($(date +%s) - t_start) ))   # the run tool's limit is 600 s
 if [ "${BENCH:-1}" != 0 ] && [ "$left" -lt 120 ]; then
     note "bench: skipped, only ${left}s left"
 elif [ "${BENCH:-1}" != 0 ]; then
@@ -86,12 +115,12 @@ elif [ "${BENCH:-1}" != 0 ]; then
             --input 3x32x32 --batch 256 --steps 20 --warmup 5
         for m in "lenet5 1x28x28" "vgg-small 3x32x32" "inception-base 3x32x32"; do
             set -- $m
-            for b in 64 256; do
+            for b in 256; do
                 for tf in 0 1; do
                     r=$(GPP_CUDA_TF32=$tf timeout 60 "$work/bin/gpp-worker" bench --device cuda \
                         --model "$1" --input "$2" --batch "$b" --steps 50 --warmup 5)
                     if [ -n "$r" ]; then
-                        echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("engine %-15s batch %4d tf32 %s: train %8.0f img/s  infer %8.0f img/s" % (d["model"], d["batch"], sys.argv[1], d["train_images_per_s"], d["infer_images_per_s"]))' "$tf"
+                        echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("engine %-15s batch %4d tf32 %s: train %8.0f img/s  infer %8.0f img/s  conv %s" % (d["model"], d["batch"], sys.argv[1], d["train_images_per_s"], d["infer_images_per_s"], d.get("conv")))' "$tf"
                     else
                         echo "engine $1 batch $b tf32 $tf: FAILED"
                     fi
@@ -99,8 +128,8 @@ elif [ "${BENCH:-1}" != 0 ]; then
             done
         done
         echo "# engine_vs_torch --device cuda (engine fp32; torch eager default = TF32 convs, and --no-tf32)"
-        left=$(( 560 - ($(date +%s) - t_start) ))
-        PY=python3 PAIRS=${PAIRS:-2} timeout "$left" sh "$root/tests/bench/engine_vs_torch.sh" --device cuda "$work"
+        left=$(( ${BUDGET:-540} + 20 - ($(date +%s) - t_start) ))
+        RAW=$out/bench_raw.txt PY=python3 PAIRS=${PAIRS:-2} timeout "$left" sh "$root/tests/bench/engine_vs_torch.sh" --device cuda "$work"
     } > "$out/bench.log" 2>&1
     note "bench: rc=$? ($(elapsed))"
     grep -e '^engine ' -e 'train' -e 'infer' "$out/bench.log" | grep -v '^{' | tee -a "$summary" | head -40

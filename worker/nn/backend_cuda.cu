@@ -96,13 +96,148 @@ static int blas_load(void)
     return 0;
 }
 
+/* ---- cuDNN through dlopen (the legacy convolution API of cuDNN 9; types
+ * as in cudnn_graph.h / cudnn_cnn.h, which this file does not need) -------
+ * Convolutions with K > 1 run through cuDNN when libcudnn.so.9 loads
+ * (GPP_CUDA_CUDNN=0 turns it off); else, and for any shape cuDNN offers no
+ * deterministic algorithm for within the scratch, im2col + cuBLAS below. */
+
+typedef struct cudnnContext *dnn_handle;
+typedef void *dnn_desc;   /* tensor, filter and convolution descriptors */
+enum { DNN_NCHW = 0, DNN_FLOAT = 0, DNN_CROSS_CORRELATION = 1, DNN_DETERMINISTIC = 1 };
+enum { DNN_DEFAULT_MATH = 0, DNN_TENSOR_OP_MATH = 1, DNN_TENSOR_OP_CONVERSION = 2,
+       DNN_FMA_MATH = 3 };
+typedef struct {   /* cudnnConvolution{Fwd,BwdData,BwdFilter}AlgoPerf_t: one layout */
+    int algo;
+    int status;
+    float time;
+    size_t memory;
+    int determinism;
+    int math;
+    int reserved[3];
+} dnn_perf;
+
+typedef int (*dnn_create_fn)(dnn_handle *);
+typedef int (*dnn_destroy_fn)(dnn_handle);
+typedef int (*dnn_set_stream_fn)(dnn_handle, cudaStream_t);
+typedef const char *(*dnn_error_string_fn)(int);
+typedef int (*dnn_create_desc_fn)(dnn_desc *);
+typedef int (*dnn_destroy_desc_fn)(dnn_desc);
+typedef int (*dnn_set_tensor_fn)(dnn_desc, int format, int type, int n, int c, int h, int w);
+typedef int (*dnn_set_filter_fn)(dnn_desc, int type, int format, int k, int c, int h, int w);
+typedef int (*dnn_set_conv_fn)(dnn_desc, int pad_h, int pad_w, int u, int v, int dil_h,
+                               int dil_w, int mode, int type);
+typedef int (*dnn_set_math_fn)(dnn_desc, int);
+/* the three _v7 heuristics: (handle, a, b, conv, c, requested, *returned, perf) */
+typedef int (*dnn_get_algo_fn)(dnn_handle, dnn_desc, dnn_desc, dnn_desc, dnn_desc, int, int *,
+                               dnn_perf *);
+/* the three convolutions: (handle, alpha, aDesc, a, bDesc, b, conv, algo, ws, wsBytes, beta,
+ * cDesc, c) */
+typedef int (*dnn_conv_fn)(dnn_handle, const void *, dnn_desc, const void *, dnn_desc,
+                           const void *, dnn_desc, int, void *, size_t, const void *, dnn_desc,
+                           void *);
+
+static struct {
+    void *lib;
+    int tried, ok;
+    dnn_create_fn create;
+    dnn_destroy_fn destroy;
+    dnn_set_stream_fn set_stream;
+    dnn_error_string_fn error_string;
+    dnn_create_desc_fn create_tensor, create_filter, create_conv;
+    dnn_destroy_desc_fn destroy_tensor, destroy_filter, destroy_conv;
+    dnn_set_tensor_fn set_tensor;
+    dnn_set_filter_fn set_filter;
+    dnn_set_conv_fn set_conv;
+    dnn_set_math_fn set_math;
+    dnn_get_algo_fn fwd_algo, bwd_data_algo, bwd_filter_algo;
+    dnn_conv_fn fwd, bwd_data, bwd_filter;
+    char why[200];
+} dnn;
+
+static void *dnn_sym(const char *name, int *missing)
+{
+    void *f = dlsym(dnn.lib, name);
+    if (!f) *missing = 1;
+    return f;
+}
+
+/* 0 when cuDNN is usable (loaded once; GPP_CUDA_CUDNN=0 says no). */
+static int dnn_load(void)
+{
+    if (dnn.tried) return dnn.ok ? 0 : -1;
+    dnn.tried = 1;
+    const char *env = getenv("GPP_CUDA_CUDNN");
+    if (env && env[0] == '0') {
+        snprintf(dnn.why, sizeof dnn.why, "GPP_CUDA_CUDNN=0");
+        return -1;
+    }
+    static const char *const names[] = {
+        "libcudnn.so.9", "/usr/local/cuda/lib/libcudnn.so.9",
+        "/usr/local/cuda/lib64/libcudnn.so.9", "libcudnn.so",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !dnn.lib; i++)
+        dnn.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!dnn.lib) {
+        const char *e = dlerror();
+        snprintf(dnn.why, sizeof dnn.why, "cannot load cuDNN (libcudnn.so.9): %s",
+                 e ? e : "not found");
+        return -1;
+    }
+    int miss = 0;
+    dnn.create = (dnn_create_fn)dnn_sym("cudnnCreate", &miss);
+    dnn.destroy = (dnn_destroy_fn)dnn_sym("cudnnDestroy", &miss);
+    dnn.set_stream = (dnn_set_stream_fn)dnn_sym("cudnnSetStream", &miss);
+    dnn.error_string = (dnn_error_string_fn)dnn_sym("cudnnGetErrorString", &miss);
+    dnn.create_tensor = (dnn_create_desc_fn)dnn_sym("cudnnCreateTensorDescriptor", &miss);
+    dnn.create_filter = (dnn_create_desc_fn)dnn_sym("cudnnCreateFilterDescriptor", &miss);
+    dnn.create_conv = (dnn_create_desc_fn)dnn_sym("cudnnCreateConvolutionDescriptor", &miss);
+    dnn.destroy_tensor = (dnn_destroy_desc_fn)dnn_sym("cudnnDestroyTensorDescriptor", &miss);
+    dnn.destroy_filter = (dnn_destroy_desc_fn)dnn_sym("cudnnDestroyFilterDescriptor", &miss);
+    dnn.destroy_conv = (dnn_destroy_desc_fn)dnn_sym("cudnnDestroyConvolutionDescriptor", &miss);
+    dnn.set_tensor = (dnn_set_tensor_fn)dnn_sym("cudnnSetTensor4dDescriptor", &miss);
+    dnn.set_filter = (dnn_set_filter_fn)dnn_sym("cudnnSetFilter4dDescriptor", &miss);
+    dnn.set_conv = (dnn_set_conv_fn)dnn_sym("cudnnSetConvolution2dDescriptor", &miss);
+    dnn.set_math = (dnn_set_math_fn)dnn_sym("cudnnSetConvolutionMathType", &miss);
+    dnn.fwd_algo = (dnn_get_algo_fn)dnn_sym("cudnnGetConvolutionForwardAlgorithm_v7", &miss);
+    dnn.bwd_data_algo =
+        (dnn_get_algo_fn)dnn_sym("cudnnGetConvolutionBackwardDataAlgorithm_v7", &miss);
+    dnn.bwd_filter_algo =
+        (dnn_get_algo_fn)dnn_sym("cudnnGetConvolutionBackwardFilterAlgorithm_v7", &miss);
+    dnn.fwd = (dnn_conv_fn)dnn_sym("cudnnConvolutionForward", &miss);
+    dnn.bwd_data = (dnn_conv_fn)dnn_sym("cudnnConvolutionBackwardData", &miss);
+    dnn.bwd_filter = (dnn_conv_fn)dnn_sym("cudnnConvolutionBackwardFilter", &miss);
+    if (miss) {
+        snprintf(dnn.why, sizeof dnn.why, "cuDNN lacks a needed symbol");
+        return -1;
+    }
+    dnn.ok = 1;
+    return 0;
+}
+
 /* ---- the device side of a context -------------------------------------------- */
 
 #define RED_SLOTS 65536   /* channel x slice partial sums of the batch-norm reductions */
 
+/* One convolution shape's cuDNN descriptors and chosen algorithms
+ * (algo -1: cuDNN offered none that is deterministic and fits; im2col). */
+typedef struct dnn_plan {
+    nn_conv_dims d;
+    dnn_desc x, y, w, conv;
+    int fwd, bwd_data, bwd_filter;
+    int fwd_math, bwd_data_math, bwd_filter_math;
+    size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+} dnn_plan;
+
+#define DNN_PLANS 64
+
 typedef struct cuda_dev {
     cudaStream_t stream;
     cublas_handle blas;
+    dnn_handle dnn;            /* NULL: convolutions through im2col + cuBLAS */
+    int tf32;                  /* GPP_CUDA_TF32=1 */
+    dnn_plan plans[DNN_PLANS]; /* a ring: the oldest shape makes room */
+    int nplans, next_plan;
     double *red;               /* [RED_SLOTS][2] partial sums */
     float *kc;                 /* [RED_SLOTS][3] per-channel coefficients */
     cudaEvent_t up_done;       /* the last upload_async */
@@ -442,6 +577,94 @@ static void maxpool_launch(nn_ctx *ctx, float *out, int32_t *sw, const float *in
     LAUNCHED(ctx);
 }
 
+/* ---- conv through cuDNN --------------------------------------------------------- */
+
+static void dnn_fail(nn_ctx *ctx, int st, const char *what, int line)
+{
+    if (ctx->dev_err) return;
+    ctx->dev_err = GPP_EIO;
+    snprintf(ctx->dev_msg, sizeof ctx->dev_msg, "%s failed: %s (status %d, %s:%d)", what,
+             dnn.error_string ? dnn.error_string(st) : "?", st, __FILE__, line);
+}
+
+/* The first of cuDNN's ranked algorithms that worked, is deterministic (the
+ * results repeat run to run, like the im2col path) and fits the scratch;
+ * without TF32 only FP32 (FMA) math.  -1: none. */
+static int dnn_pick(const dnn_perf *p, int n, size_t cap, int tf32, size_t *ws, int *math)
+{
+    for (int i = 0; i < n; i++) {
+        if (p[i].status != 0 || p[i].determinism != DNN_DETERMINISTIC || p[i].memory > cap)
+            continue;
+        if (!tf32 && (p[i].math == DNN_TENSOR_OP_MATH || p[i].math == DNN_TENSOR_OP_CONVERSION))
+            continue;
+        *ws = p[i].memory;
+        *math = tf32 ? p[i].math : DNN_FMA_MATH;
+        return p[i].algo;
+    }
+    return -1;
+}
+
+static void dnn_plan_clear(dnn_plan *pl)
+{
+    if (pl->x) dnn.destroy_tensor(pl->x);
+    if (pl->y) dnn.destroy_tensor(pl->y);
+    if (pl->w) dnn.destroy_filter(pl->w);
+    if (pl->conv) dnn.destroy_conv(pl->conv);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* The plan for convolution shape d (made on first use: descriptors and the
+ * heuristics' choices), or NULL: no cuDNN, a 1x1 convolution (one batched
+ * SGEMM does those), or cuDNN refused the shape. */
+static dnn_plan *dnn_plan_for(nn_ctx *ctx, const nn_conv_dims *d)
+{
+    cuda_dev *dv = DEV(ctx);
+    if (!dv->dnn || d->K == 1) return NULL;
+    for (int i = 0; i < dv->nplans; i++)
+        if (!memcmp(&dv->plans[i].d, d, sizeof *d)) return &dv->plans[i];
+    dnn_plan *pl;
+    if (dv->nplans < DNN_PLANS) {
+        pl = &dv->plans[dv->nplans++];
+    } else {
+        pl = &dv->plans[dv->next_plan];
+        dv->next_plan = (dv->next_plan + 1) % DNN_PLANS;
+        dnn_plan_clear(pl);
+    }
+    pl->d = *d;
+    pl->fwd = pl->bwd_data = pl->bwd_filter = -1;
+    if (dnn.create_tensor(&pl->x) || dnn.create_tensor(&pl->y) ||
+        dnn.create_filter(&pl->w) || dnn.create_conv(&pl->conv) ||
+        (dnn.set_tensor(pl->x, DNN_NCHW, DNN_FLOAT, d->N, d->C, d->H, d->W)) ||
+        (dnn.set_tensor(pl->y, DNN_NCHW, DNN_FLOAT, d->N, d->OC, d->OH, d->OW)) ||
+        (dnn.set_filter(pl->w, DNN_FLOAT, DNN_NCHW, d->OC, d->C, d->K, d->K)) ||
+        (dnn.set_conv(pl->conv, d->pad, d->pad, d->stride, d->stride, 1, 1,
+                           DNN_CROSS_CORRELATION, DNN_FLOAT)) ||
+        (dnn.set_math(pl->conv, dv->tf32 ? DNN_DEFAULT_MATH : DNN_FMA_MATH)))
+        return pl;   /* algorithms stay -1: this shape takes the im2col path */
+    const size_t cap = ctx->scratch_stride * sizeof(float);
+    dnn_perf perf[16];
+    int n = 0;
+    if (!dnn.fwd_algo(dv->dnn, pl->x, pl->w, pl->conv, pl->y, 16, &n, perf))
+        pl->fwd = dnn_pick(perf, n, cap, dv->tf32, &pl->fwd_ws, &pl->fwd_math);
+    n = 0;
+    if (!dnn.bwd_data_algo(dv->dnn, pl->w, pl->y, pl->conv, pl->x, 16, &n, perf))
+        pl->bwd_data = dnn_pick(perf, n, cap, dv->tf32, &pl->bwd_data_ws, &pl->bwd_data_math);
+    n = 0;
+    if (!dnn.bwd_filter_algo(dv->dnn, pl->x, pl->y, pl->conv, pl->w, 16, &n, perf))
+        pl->bwd_filter =
+            dnn_pick(perf, n, cap, dv->tf32, &pl->bwd_filter_ws, &pl->bwd_filter_math);
+    return pl;
+}
+
+/* nn__cuda_conv_impl: see internal.h. */
+extern "C" const char *nn__cuda_conv_impl(nn_ctx *ctx)
+{
+    static char text[260];
+    if (DEV(ctx)->dnn) return "cudnn";
+    snprintf(text, sizeof text, "im2col+cublas (%s)", dnn.why[0] ? dnn.why : "no cuDNN");
+    return text;
+}
+
 static void cuda_conv_forward(nn_ctx *ctx, float *out, const float *in, const float *weight,
                               const float *bias, const nn_epilogue *ep, const nn_conv_dims *d)
 {
@@ -450,6 +673,26 @@ static void cuda_conv_forward(nn_ctx *ctx, float *out, const float *in, const fl
     const int G = conv_group(d);
     const size_t in_sz = (size_t)d->C * d->H * d->W, out_sz = (size_t)d->OC * P;
     float *col = ctx->scratch, *tmp = col + (size_t)CKK * G * P;
+    const dnn_plan *pl = dnn_plan_for(ctx, d);
+    if (pl && pl->fwd >= 0) {
+        const float one = 1.0f, zero = 0.0f;
+        int s = dnn.set_math(pl->conv, pl->fwd_math);
+        if (!s)
+            s = dnn.fwd(DEV(ctx)->dnn, &one, pl->x, in, pl->w, weight, pl->conv, pl->fwd,
+                        ctx->scratch, pl->fwd_ws, &zero, pl->y, out);
+        if (s) dnn_fail(ctx, s, "cudnnConvolutionForward", __LINE__);
+        if (bias || ep) {
+            size_t n = (size_t)d->N * out_sz;
+            conv_epilogue_k<<<blocks_for(n), TPB, 0, st>>>(
+                out, out, d->N, d->OC, P, bias, ep ? ep->scale : NULL, ep ? ep->shift : NULL,
+                ep ? ep->relu : 0, 0);
+            LAUNCHED(ctx);
+        }
+        if (ep && ep->pool_out)
+            maxpool_launch(ctx, ep->pool_out, ep->pool_switches, out, (size_t)d->N * d->OC,
+                           d->OH, d->OW, 2, 2, 0, d->OH / 2, d->OW / 2);
+        return;
+    }
     if (d->K == 1 && d->stride == 1 && d->pad == 0 && !(ep && ep->pool_out)) {
         /* 1x1: out[n] [OC, P] = W [OC, C] in[n] [C, P], every image at once */
         nn_gemm_batched_cuda(ctx, 0, 0, d->OC, P, d->C, 1.0f, weight, d->C, 0, in, P,
@@ -501,6 +744,26 @@ static void cuda_conv_backward(nn_ctx *ctx, float *din, float *dweight, float *d
     if (dbias) {
         bias_grad_k<<<d->OC, TPB, 0, st>>>(dbias, dout, d->N, d->OC, P);
         LAUNCHED(ctx);
+    }
+    const dnn_plan *pl = dnn_plan_for(ctx, d);
+    if (pl) {
+        const float one = 1.0f, zero = 0.0f;
+        int s = 0;
+        if (dweight && pl->bwd_filter >= 0) {   /* dW += (beta 1) */
+            if (!(s = dnn.set_math(pl->conv, pl->bwd_filter_math)))
+                s = dnn.bwd_filter(DEV(ctx)->dnn, &one, pl->x, in, pl->y, dout, pl->conv,
+                                   pl->bwd_filter, ctx->scratch, pl->bwd_filter_ws, &one, pl->w,
+                                   dweight);
+            if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardFilter", __LINE__);
+            dweight = NULL;
+        }
+        if (din && pl->bwd_data >= 0) {
+            if (!(s = dnn.set_math(pl->conv, pl->bwd_data_math)))
+                s = dnn.bwd_data(DEV(ctx)->dnn, &one, pl->w, weight, pl->y, dout, pl->conv,
+                                 pl->bwd_data, ctx->scratch, pl->bwd_data_ws, &zero, pl->x, din);
+            if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardData", __LINE__);
+            din = NULL;
+        }
     }
     if (din && d->K == 1 && d->stride == 1 && d->pad == 0) {
         /* 1x1: din[n] [C, P] = W^T [C, OC] dout[n] [OC, P], every image at once */
@@ -1327,6 +1590,15 @@ extern "C" int nn__cuda_open(nn_ctx *ctx, int index, gpp_error *err)
     blas.set_math(dv->blas, tf32 && tf32[0] == '1' ? CUBLAS_TF32_TENSOR_OP_MATH_
                                                    : CUBLAS_DEFAULT_MATH_);
     cudaDeviceGetAttribute(&dv->sms, cudaDevAttrMultiProcessorCount, index);
+    dv->tf32 = tf32 && tf32[0] == '1';
+    if (dnn_load() == 0) {
+        st = dnn.create(&dv->dnn);
+        if (st != 0 || (st = dnn.set_stream(dv->dnn, dv->stream)) != 0) {
+            snprintf(dnn.why, sizeof dnn.why, "cudnnCreate/SetStream failed (status %d)", st);
+            if (dv->dnn) dnn.destroy(dv->dnn);
+            dv->dnn = NULL;
+        }
+    }
     return 0;
 }
 
@@ -1336,6 +1608,8 @@ extern "C" void nn__cuda_close(nn_ctx *ctx)
     cuda_dev *dv = DEV(ctx);
     if (!dv) return;
     if (dv->stream) cudaStreamSynchronize(dv->stream);
+    for (int i = 0; i < dv->nplans; i++) dnn_plan_clear(&dv->plans[i]);
+    if (dv->dnn) dnn.destroy(dv->dnn);
     if (dv->blas) blas.destroy(dv->blas);
     if (dv->red) cudaFree(dv->red);
     if (dv->kc) cudaFree(dv->kc);

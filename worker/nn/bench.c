@@ -110,12 +110,17 @@ cJSON *nn_bench_run(const nn_bench_opts *o, gpp_error *err)
     getrusage(RUSAGE_SELF, &ru);
     char dev_name[128] = "";
     nn_ctx_device_info(ctx, dev_name, sizeof dev_name, NULL);
+    const char *conv_impl = "cpu";
+#if GPP_HAVE_CUDA
+    if (!ctx->be->host) conv_impl = nn__cuda_conv_impl(ctx);
+#endif
     out = cJSON_CreateObject();
     cJSON *layers = NULL;
     if (!out) goto oom;
     int ok = cJSON_AddStringToObject(out, "model", o->model) &&
              cJSON_AddStringToObject(out, "device", nn_ctx_device(ctx)) &&
              cJSON_AddStringToObject(out, "device_name", dev_name) &&
+             cJSON_AddStringToObject(out, "conv", conv_impl) &&
              cJSON_AddNumberToObject(out, "batch", o->batch) &&
              cJSON_AddNumberToObject(out, "threads", o->threads) &&
              cJSON_AddItemToObject(out, "input", cJSON_CreateIntArray(o->input, 3)) &&

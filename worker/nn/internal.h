@@ -125,6 +125,8 @@ int nn__cuda_open(nn_ctx *ctx, int index, gpp_error *err);
 void nn__cuda_close(nn_ctx *ctx);
 /* Name and total memory (MiB) of device `index`; 0 or GPP_ENOTFOUND. */
 int nn__cuda_device_info(int index, char *name, size_t cap, long long *mem_mb);
+/* How the context's convolutions run: "cudnn", or "im2col+cublas (why)". */
+const char *nn__cuda_conv_impl(nn_ctx *ctx);
 #endif
 
 /* Floats of per-thread scratch the CPU conv needs for `d` (forward and
