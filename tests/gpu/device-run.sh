@@ -70,11 +70,12 @@ ldd "$work/bin/test_cuda_layers" | grep -e 'not found' -e openblas -e cjson || t
 
 echo "== gpu suite ($(elapsed))"
 failed=""
-for t in fakedev:40 cuda_layers:90 cuda_net:150 cuda_gpp:90 cuda_layers_im2col:90 cuda_net_im2col:150; do
+for t in fakedev:40 cuda_layers:90 cuda_net:150 cuda_gpp:90 cuda_layers_im2col:90 \
+         cuda_net_im2col:150 cuda_layers_cudnn:90 cuda_net_cudnn:150; do
     lim=${t#*:}
     t=${t%:*}
-    case $t in   # *_im2col: the same test with convolutions through im2col + cuBLAS
-    *_im2col) GPP_CUDA_CUDNN=0 timeout "$lim" "$work/bin/test_${t%_im2col}" > "$logs/$t.log" 2>&1 ;;
+    case $t in   # *_im2col / *_cudnn: the same test with GPP_CUDA_CONV=im2col / cudnn
+    *_im2col|*_cudnn) GPP_CUDA_CONV=${t##*_} timeout "$lim" "$work/bin/test_${t%_*}" > "$logs/$t.log" 2>&1 ;;
     *) timeout "$lim" "$work/bin/test_$t" > "$logs/$t.log" 2>&1 ;;
     esac
     rc=$?
@@ -88,7 +89,9 @@ for t in fakedev:40 cuda_layers:90 cuda_net:150 cuda_gpp:90 cuda_layers_im2col:9
 done
 echo "== lenet5 loss curve (step cpu cuda)"
 grep -e '^lenet5_' "$logs/cuda_net.log" | tee -a "$summary" | tail -12
-grep -e '^lenet5_test' "$logs/cuda_net_im2col.log" | sed 's/^/im2col: /' | tee -a "$summary"
+for v in im2col cudnn; do
+    grep -e '^lenet5_test' "$logs/cuda_net_$v.log" | sed "s/^/$v: /" | tee -a "$summary"
+done
 grep -e '^gpp_' "$logs/cuda_gpp.log" | tee -a "$summary"
 grep -e '^# oom' "$logs/cuda_net.log" | tee -a "$summary"
 
@@ -98,8 +101,12 @@ san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2
 for t in $failed; do
     [ "$t" = fakedev ] && continue
     [ -n "$san" ] || { note "compute-sanitizer: not found"; break; }
-    timeout 90 "$san" --tool memcheck --print-limit 20 "$work/bin/test_${t%_im2col}" > "$logs/san_$t.log" 2>&1
-    note "sanitizer test_$t: rc=$? ($(elapsed))"
+    base=$t
+    case $t in *_im2col|*_cudnn) export GPP_CUDA_CONV=${t##*_} base=${t%_*} ;; *) unset GPP_CUDA_CONV ;; esac
+    timeout 90 "$san" --tool memcheck --print-limit 20 "$work/bin/test_$base" > "$logs/san_$t.log" 2>&1
+    rc=$?
+    unset GPP_CUDA_CONV
+    note "sanitizer test_$t: rc=$rc ($(elapsed))"
     { echo "==== compute-sanitizer test_$t"; cat "$logs/san_$t.log"; } >> "$out/sanitizer.log"
     grep -m 12 -e 'Invalid' -e 'ERROR SUMMARY' -e 'at .* in ' -e 'by thread' "$logs/san_$t.log" | tee -a "$summary"
 done

@@ -98,9 +98,11 @@ static int blas_load(void)
 
 /* ---- cuDNN through dlopen (the legacy convolution API of cuDNN 9; types
  * as in cudnn_graph.h / cudnn_cnn.h, which this file does not need) -------
- * Convolutions with K > 1 run through cuDNN when libcudnn.so.9 loads
- * (GPP_CUDA_CUDNN=0 turns it off); else, and for any shape cuDNN offers no
- * deterministic algorithm for within the scratch, im2col + cuBLAS below. */
+ * Convolutions with K > 1 may run through cuDNN when libcudnn.so.9 loads:
+ * GPP_CUDA_CONV=auto (default) times cuDNN against im2col + cuBLAS on each
+ * shape's first call and keeps the faster per direction, =cudnn takes cuDNN
+ * wherever it has an algorithm, =im2col never loads it.  A shape cuDNN
+ * offers no deterministic algorithm for within the scratch runs im2col. */
 
 typedef struct cudnnContext *dnn_handle;
 typedef void *dnn_desc;   /* tensor, filter and convolution descriptors */
@@ -167,9 +169,9 @@ static int dnn_load(void)
 {
     if (dnn.tried) return dnn.ok ? 0 : -1;
     dnn.tried = 1;
-    const char *env = getenv("GPP_CUDA_CUDNN");
-    if (env && env[0] == '0') {
-        snprintf(dnn.why, sizeof dnn.why, "GPP_CUDA_CUDNN=0");
+    const char *env = getenv("GPP_CUDA_CONV");
+    if (env && !strcmp(env, "im2col")) {
+        snprintf(dnn.why, sizeof dnn.why, "GPP_CUDA_CONV=im2col");
         return -1;
     }
     static const char *const names[] = {
@@ -225,6 +227,7 @@ typedef struct dnn_plan {
     nn_conv_dims d;
     dnn_desc x, y, w, conv;
     int fwd, bwd_data, bwd_filter;
+    int use_fwd, use_bwd_data, use_bwd_filter;   /* 1 cuDNN, 0 im2col, -1 time both */
     int fwd_math, bwd_data_math, bwd_filter_math;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
 } dnn_plan;
@@ -236,6 +239,8 @@ typedef struct cuda_dev {
     cublas_handle blas;
     dnn_handle dnn;            /* NULL: convolutions through im2col + cuBLAS */
     int tf32;                  /* GPP_CUDA_TF32=1 */
+    int conv_cudnn;            /* GPP_CUDA_CONV=cudnn: no timing, cuDNN where it can */
+    cudaEvent_t t0, t1;        /* timing the two ways of a convolution */
     dnn_plan plans[DNN_PLANS]; /* a ring: the oldest shape makes room */
     int nplans, next_plan;
     double *red;               /* [RED_SLOTS][2] partial sums */
@@ -631,7 +636,7 @@ static dnn_plan *dnn_plan_for(nn_ctx *ctx, const nn_conv_dims *d)
         dnn_plan_clear(pl);
     }
     pl->d = *d;
-    pl->fwd = pl->bwd_data = pl->bwd_filter = -1;
+    pl->fwd = pl->bwd_data = pl->bwd_filter = -1;   /* im2col until cuDNN offers one */
     if (dnn.create_tensor(&pl->x) || dnn.create_tensor(&pl->y) ||
         dnn.create_filter(&pl->w) || dnn.create_conv(&pl->conv) ||
         (dnn.set_tensor(pl->x, DNN_NCHW, DNN_FLOAT, d->N, d->C, d->H, d->W)) ||
@@ -653,6 +658,10 @@ static dnn_plan *dnn_plan_for(nn_ctx *ctx, const nn_conv_dims *d)
     if (!dnn.bwd_filter_algo(dv->dnn, pl->x, pl->y, pl->conv, pl->w, 16, &n, perf))
         pl->bwd_filter =
             dnn_pick(perf, n, cap, dv->tf32, &pl->bwd_filter_ws, &pl->bwd_filter_math);
+    const int undecided = dv->conv_cudnn ? 1 : -1;
+    pl->use_fwd = pl->fwd >= 0 ? undecided : 0;
+    pl->use_bwd_data = pl->bwd_data >= 0 ? undecided : 0;
+    pl->use_bwd_filter = pl->bwd_filter >= 0 ? undecided : 0;
     return pl;
 }
 
@@ -660,50 +669,68 @@ static dnn_plan *dnn_plan_for(nn_ctx *ctx, const nn_conv_dims *d)
 extern "C" const char *nn__cuda_conv_impl(nn_ctx *ctx)
 {
     static char text[260];
-    if (DEV(ctx)->dnn) return "cudnn";
-    snprintf(text, sizeof text, "im2col+cublas (%s)", dnn.why[0] ? dnn.why : "no cuDNN");
+    cuda_dev *dv = DEV(ctx);
+    if (!dv->dnn) {
+        snprintf(text, sizeof text, "im2col+cublas (%s)", dnn.why[0] ? dnn.why : "no cuDNN");
+        return text;
+    }
+    int n = 0, f = 0, bd = 0, bf = 0;
+    for (int i = 0; i < dv->nplans; i++, n++) {
+        f += dv->plans[i].use_fwd > 0;
+        bd += dv->plans[i].use_bwd_data > 0;
+        bf += dv->plans[i].use_bwd_filter > 0;
+    }
+    snprintf(text, sizeof text,
+             "%s: cudnn for forward %d, backward-data %d, backward-filter %d of %d shapes "
+             "(1x1 by batched SGEMM)",
+             dv->conv_cudnn ? "cudnn" : "auto", f, bd, bf, n);
     return text;
 }
 
-static void cuda_conv_forward(nn_ctx *ctx, float *out, const float *in, const float *weight,
-                              const float *bias, const nn_epilogue *ep, const nn_conv_dims *d)
+/* The epilogue over the whole batch [N, OC, P] in place, then the fused
+ * 2x2 max pool (the eval fusion). */
+static void conv_finish(nn_ctx *ctx, float *out, const float *bias, const nn_epilogue *ep,
+                        const nn_conv_dims *d)
+{
+    const int P = d->OH * d->OW;
+    if (bias || ep) {
+        size_t n = (size_t)d->N * d->OC * P;
+        conv_epilogue_k<<<blocks_for(n), TPB, 0, DEV(ctx)->stream>>>(
+            out, out, d->N, d->OC, P, bias, ep ? ep->scale : NULL, ep ? ep->shift : NULL,
+            ep ? ep->relu : 0, 0);
+        LAUNCHED(ctx);
+    }
+    if (ep && ep->pool_out)
+        maxpool_launch(ctx, ep->pool_out, ep->pool_switches, out, (size_t)d->N * d->OC, d->OH,
+                       d->OW, 2, 2, 0, d->OH / 2, d->OW / 2);
+}
+
+static void conv_fwd_dnn(nn_ctx *ctx, const dnn_plan *pl, float *out, const float *in,
+                         const float *weight, const float *bias, const nn_epilogue *ep,
+                         const nn_conv_dims *d)
+{
+    const float one = 1.0f, zero = 0.0f;
+    int s = dnn.set_math(pl->conv, pl->fwd_math);
+    if (!s)
+        s = dnn.fwd(DEV(ctx)->dnn, &one, pl->x, in, pl->w, weight, pl->conv, pl->fwd,
+                    ctx->scratch, pl->fwd_ws, &zero, pl->y, out);
+    if (s) dnn_fail(ctx, s, "cudnnConvolutionForward", __LINE__);
+    conv_finish(ctx, out, bias, ep, d);
+}
+
+static void conv_fwd_im2col(nn_ctx *ctx, float *out, const float *in, const float *weight,
+                            const float *bias, const nn_epilogue *ep, const nn_conv_dims *d)
 {
     cudaStream_t st = DEV(ctx)->stream;
     const int P = d->OH * d->OW, CKK = d->C * d->K * d->K;
     const int G = conv_group(d);
     const size_t in_sz = (size_t)d->C * d->H * d->W, out_sz = (size_t)d->OC * P;
     float *col = ctx->scratch, *tmp = col + (size_t)CKK * G * P;
-    const dnn_plan *pl = dnn_plan_for(ctx, d);
-    if (pl && pl->fwd >= 0) {
-        const float one = 1.0f, zero = 0.0f;
-        int s = dnn.set_math(pl->conv, pl->fwd_math);
-        if (!s)
-            s = dnn.fwd(DEV(ctx)->dnn, &one, pl->x, in, pl->w, weight, pl->conv, pl->fwd,
-                        ctx->scratch, pl->fwd_ws, &zero, pl->y, out);
-        if (s) dnn_fail(ctx, s, "cudnnConvolutionForward", __LINE__);
-        if (bias || ep) {
-            size_t n = (size_t)d->N * out_sz;
-            conv_epilogue_k<<<blocks_for(n), TPB, 0, st>>>(
-                out, out, d->N, d->OC, P, bias, ep ? ep->scale : NULL, ep ? ep->shift : NULL,
-                ep ? ep->relu : 0, 0);
-            LAUNCHED(ctx);
-        }
-        if (ep && ep->pool_out)
-            maxpool_launch(ctx, ep->pool_out, ep->pool_switches, out, (size_t)d->N * d->OC,
-                           d->OH, d->OW, 2, 2, 0, d->OH / 2, d->OW / 2);
-        return;
-    }
     if (d->K == 1 && d->stride == 1 && d->pad == 0 && !(ep && ep->pool_out)) {
         /* 1x1: out[n] [OC, P] = W [OC, C] in[n] [C, P], every image at once */
         nn_gemm_batched_cuda(ctx, 0, 0, d->OC, P, d->C, 1.0f, weight, d->C, 0, in, P,
                              (long long)in_sz, 0.0f, out, P, (long long)out_sz, d->N);
-        if (bias || ep) {
-            size_t n = (size_t)d->N * out_sz;
-            conv_epilogue_k<<<blocks_for(n), TPB, 0, st>>>(
-                out, out, d->N, d->OC, P, bias, ep ? ep->scale : NULL, ep ? ep->shift : NULL,
-                ep ? ep->relu : 0, 0);
-            LAUNCHED(ctx);
-        }
+        conv_finish(ctx, out, bias, ep, d);
         return;
     }
     for (int g0 = 0; g0 < d->N; g0 += G) {
@@ -731,9 +758,30 @@ static void cuda_conv_forward(nn_ctx *ctx, float *out, const float *in, const fl
     }
 }
 
-static void cuda_conv_backward(nn_ctx *ctx, float *din, float *dweight, float *dbias,
-                               const float *dout, const float *in, const float *weight,
-                               const nn_conv_dims *d)
+/* dweight += (beta 1) and/or din = through cuDNN (either may be NULL) */
+static void conv_bwd_dnn(nn_ctx *ctx, const dnn_plan *pl, float *din, float *dweight,
+                         const float *dout, const float *in, const float *weight)
+{
+    const float one = 1.0f, zero = 0.0f;
+    int s = 0;
+    if (dweight) {
+        if (!(s = dnn.set_math(pl->conv, pl->bwd_filter_math)))
+            s = dnn.bwd_filter(DEV(ctx)->dnn, &one, pl->x, in, pl->y, dout, pl->conv,
+                               pl->bwd_filter, ctx->scratch, pl->bwd_filter_ws, &one, pl->w,
+                               dweight);
+        if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardFilter", __LINE__);
+    }
+    if (din) {
+        if (!(s = dnn.set_math(pl->conv, pl->bwd_data_math)))
+            s = dnn.bwd_data(DEV(ctx)->dnn, &one, pl->w, weight, pl->y, dout, pl->conv,
+                             pl->bwd_data, ctx->scratch, pl->bwd_data_ws, &zero, pl->x, din);
+        if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardData", __LINE__);
+    }
+}
+
+/* the same through im2col + cuBLAS */
+static void conv_bwd_im2col(nn_ctx *ctx, float *din, float *dweight, const float *dout,
+                            const float *in, const float *weight, const nn_conv_dims *d)
 {
     cudaStream_t st = DEV(ctx)->stream;
     const int P = d->OH * d->OW, CKK = d->C * d->K * d->K;
@@ -741,30 +789,6 @@ static void cuda_conv_backward(nn_ctx *ctx, float *din, float *dweight, float *d
     const size_t in_sz = (size_t)d->C * d->H * d->W, out_sz = (size_t)d->OC * P;
     float *col = ctx->scratch, *dcol = col + (size_t)CKK * G * P;
     float *doutT = dcol + (size_t)CKK * G * P;
-    if (dbias) {
-        bias_grad_k<<<d->OC, TPB, 0, st>>>(dbias, dout, d->N, d->OC, P);
-        LAUNCHED(ctx);
-    }
-    const dnn_plan *pl = dnn_plan_for(ctx, d);
-    if (pl) {
-        const float one = 1.0f, zero = 0.0f;
-        int s = 0;
-        if (dweight && pl->bwd_filter >= 0) {   /* dW += (beta 1) */
-            if (!(s = dnn.set_math(pl->conv, pl->bwd_filter_math)))
-                s = dnn.bwd_filter(DEV(ctx)->dnn, &one, pl->x, in, pl->y, dout, pl->conv,
-                                   pl->bwd_filter, ctx->scratch, pl->bwd_filter_ws, &one, pl->w,
-                                   dweight);
-            if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardFilter", __LINE__);
-            dweight = NULL;
-        }
-        if (din && pl->bwd_data >= 0) {
-            if (!(s = dnn.set_math(pl->conv, pl->bwd_data_math)))
-                s = dnn.bwd_data(DEV(ctx)->dnn, &one, pl->w, weight, pl->y, dout, pl->conv,
-                                 pl->bwd_data, ctx->scratch, pl->bwd_data_ws, &zero, pl->x, din);
-            if (s) dnn_fail(ctx, s, "cudnnConvolutionBackwardData", __LINE__);
-            din = NULL;
-        }
-    }
     if (din && d->K == 1 && d->stride == 1 && d->pad == 0) {
         /* 1x1: din[n] [C, P] = W^T [C, OC] dout[n] [OC, P], every image at once */
         nn_gemm_batched_cuda(ctx, 1, 0, d->C, P, d->OC, 1.0f, weight, d->C, 0, dout, P,
@@ -803,6 +827,92 @@ static void cuda_conv_backward(nn_ctx *ctx, float *din, float *dweight, float *d
             LAUNCHED(ctx);
         }
     }
+}
+
+/* Milliseconds of the fastest of 3 runs of f on the stream, after one
+ * unmeasured run (the choice between cuDNN and im2col for a shape). */
+template <typename F> static float best_ms(nn_ctx *ctx, F f)
+{
+    cuda_dev *dv = DEV(ctx);
+    float best = 3.0e38f;
+    f();
+    for (int r = 0; r < 3 && !ctx->dev_err; r++) {
+        float ms = best;
+        CK(ctx, cudaEventRecord(dv->t0, dv->stream));
+        f();
+        CK(ctx, cudaEventRecord(dv->t1, dv->stream));
+        CK(ctx, cudaEventSynchronize(dv->t1));
+        CK(ctx, cudaEventElapsedTime(&ms, dv->t0, dv->t1));
+        if (ms < best) best = ms;
+    }
+    return best;
+}
+
+/* GPP_CUDA_CONV=auto (the default): the first call of each shape times both
+ * ways of each direction and keeps the faster; =cudnn: cuDNN wherever it
+ * has an algorithm. */
+static void cuda_conv_forward(nn_ctx *ctx, float *out, const float *in, const float *weight,
+                              const float *bias, const nn_epilogue *ep, const nn_conv_dims *d)
+{
+    dnn_plan *pl = dnn_plan_for(ctx, d);
+    if (pl && pl->use_fwd < 0) {
+        float a = best_ms(ctx, [&] { conv_fwd_dnn(ctx, pl, out, in, weight, bias, ep, d); });
+        float b = best_ms(ctx, [&] { conv_fwd_im2col(ctx, out, in, weight, bias, ep, d); });
+        pl->use_fwd = a < b;
+    }
+    if (pl && pl->use_fwd > 0)
+        conv_fwd_dnn(ctx, pl, out, in, weight, bias, ep, d);
+    else
+        conv_fwd_im2col(ctx, out, in, weight, bias, ep, d);
+}
+
+static void conv_bwd_tune(nn_ctx *ctx, dnn_plan *pl, float *din, int want_dw,
+                          const float *dout, const float *in, const float *weight,
+                          const nn_conv_dims *d)
+{
+    if (want_dw && pl->use_bwd_filter < 0) {
+        /* timed into a throwaway gradient: dW accumulates */
+        float *tmp = NULL;
+        size_t bytes = sizeof(float) * d->OC * d->C * d->K * d->K;
+        if (cudaMalloc((void **)&tmp, bytes) != cudaSuccess) {
+            (void)cudaGetLastError();
+            pl->use_bwd_filter = 0;
+        } else {
+            CK(ctx, cudaMemsetAsync(tmp, 0, bytes, DEV(ctx)->stream));
+            float a = best_ms(ctx, [&] { conv_bwd_dnn(ctx, pl, NULL, tmp, dout, in, weight); });
+            float b = best_ms(ctx, [&] { conv_bwd_im2col(ctx, NULL, tmp, dout, in, weight, d); });
+            pl->use_bwd_filter = a < b;
+            CK(ctx, cudaStreamSynchronize(DEV(ctx)->stream));
+            cudaFree(tmp);
+        }
+    }
+    if (din && pl->use_bwd_data < 0) {
+        float a = best_ms(ctx, [&] { conv_bwd_dnn(ctx, pl, din, NULL, dout, in, weight); });
+        float b = best_ms(ctx, [&] { conv_bwd_im2col(ctx, din, NULL, dout, in, weight, d); });
+        pl->use_bwd_data = a < b;
+    }
+}
+
+static void cuda_conv_backward(nn_ctx *ctx, float *din, float *dweight, float *dbias,
+                               const float *dout, const float *in, const float *weight,
+                               const nn_conv_dims *d)
+{
+    if (dbias) {
+        bias_grad_k<<<d->OC, TPB, 0, DEV(ctx)->stream>>>(dbias, dout, d->N, d->OC,
+                                                          d->OH * d->OW);
+        LAUNCHED(ctx);
+    }
+    dnn_plan *pl = dnn_plan_for(ctx, d);
+    if (pl) {
+        if ((dweight && pl->use_bwd_filter < 0) || (din && pl->use_bwd_data < 0))
+            conv_bwd_tune(ctx, pl, din, dweight != NULL, dout, in, weight, d);
+        float *dn = pl->use_bwd_data > 0 ? din : NULL;
+        float *dw = pl->use_bwd_filter > 0 ? dweight : NULL;
+        if (dn || dw) conv_bwd_dnn(ctx, pl, dn, dw, dout, in, weight);
+        if (dn) din = NULL;
+        if (dw) dweight = NULL;
+    }
+    if (din || dweight) conv_bwd_im2col(ctx, din, dweight, dout, in, weight, d);
 }
 
 /* ---- fully connected ------------------------------------------------------------ */
@@ -1591,6 +1701,15 @@ extern "C" int nn__cuda_open(nn_ctx *ctx, int index, gpp_error *err)
                                                    : CUBLAS_DEFAULT_MATH_);
     cudaDeviceGetAttribute(&dv->sms, cudaDevAttrMultiProcessorCount, index);
     dv->tf32 = tf32 && tf32[0] == '1';
+    const char *conv = getenv("GPP_CUDA_CONV");
+    dv->conv_cudnn = conv && !strcmp(conv, "cudnn");
+    if ((e = cudaEventCreate(&dv->t0)) != cudaSuccess ||
+        (e = cudaEventCreate(&dv->t1)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        nn__cuda_close(ctx);
+        return gpp_error_set(err, GPP_ENOTFOUND, "no_device", "device",
+                             "no CUDA device: cuda:%d: %s", index, cudaGetErrorString(e));
+    }
     if (dnn_load() == 0) {
         st = dnn.create(&dv->dnn);
         if (st != 0 || (st = dnn.set_stream(dv->dnn, dv->stream)) != 0) {
@@ -1614,6 +1733,8 @@ extern "C" void nn__cuda_close(nn_ctx *ctx)
     if (dv->red) cudaFree(dv->red);
     if (dv->kc) cudaFree(dv->kc);
     if (dv->up_done) cudaEventDestroy(dv->up_done);
+    if (dv->t0) cudaEventDestroy(dv->t0);
+    if (dv->t1) cudaEventDestroy(dv->t1);
     if (dv->stream) cudaStreamDestroy(dv->stream);
     (void)cudaGetLastError();
     free(dv);
