@@ -1,6 +1,8 @@
 /* daemon/api_admin.c - /api/v1/tokens, /api/v1/datasets, /api/v1/workers. */
 #include "api_internal.h"
 
+#include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,7 +293,22 @@ enum MHD_Result api__workers_list(api_req *r)
  * run -- the checks of the ONNX export.  201 with its sha256 (the job spec's
  * model.checkpoint) and what it holds; 200 when those bytes were there
  * already; 422 naming what is wrong, and nothing kept. */
+/* An upload's "store the file, then record it" and a delete's "forget it,
+ * then unlink the file" run one at a time, so a delete cannot unlink a file
+ * an upload of the same bytes has just recorded again. */
+static pthread_mutex_t models_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static enum MHD_Result models_upload_locked(api_req *r);
+
 enum MHD_Result api__models_upload(api_req *r)
+{
+    pthread_mutex_lock(&models_mu);
+    enum MHD_Result ret = models_upload_locked(r);
+    pthread_mutex_unlock(&models_mu);
+    return ret;
+}
+
+static enum MHD_Result models_upload_locked(api_req *r)
 {
     gpp_error e = {0};
     char hex[GPP_SHA256_HEX_LEN + 1], path[PATH_MAX];
@@ -319,11 +336,19 @@ enum MHD_Result api__models_upload(api_req *r)
                                 "not a checkpoint gppd can run: %s", e.message);
     }
     gpp_ckpt_free(ck);
-    if (!known && store_artifact_insert(r->d->store, hex, size, "checkpoint", 0, -1, &e) != 0)
+    store_model m = {.size = size, .params = info.params, .C = info.C, .H = info.H,
+                     .W = info.W, .classes = info.classes};
+    snprintf(m.sha256, sizeof m.sha256, "%s", hex);
+    snprintf(m.owner, sizeof m.owner, "%s", r->who.name);
+    bool mine = false;
+    if (store_model_add(r->d->store, &m, &mine, &e) != 0) {
+        if (!known)
+            (void)artifacts_remove(r->d->artifacts, hex);
         return api__reply_gpp(r, &e);
-    if (!known)
-        log_info("model uploaded", "user=%s sha256=%s size=%lld params=%lld", r->who.name, hex,
-                 (long long)size, info.params);
+    }
+    if (!known || mine)
+        log_info("model uploaded", "user=%s sha256=%s size=%lld params=%lld new_file=%d",
+                 r->who.name, hex, (long long)size, info.params, !known);
     cJSON *o = cJSON_CreateObject();
     cJSON *in = cJSON_AddArrayToObject(o, "input");
     cJSON_AddStringToObject(o, "sha256", hex);
@@ -337,4 +362,109 @@ enum MHD_Result api__models_upload(api_req *r)
     cJSON *spec = cJSON_AddObjectToObject(o, "model");
     cJSON_AddStringToObject(spec, "checkpoint", hex);
     return api__reply_json(r, known ? 200 : 201, o, NULL);
+}
+
+/* ---- GET /api/v1/models, GET and DELETE /api/v1/models/{sha256} ------------------ */
+
+static cJSON *model_json(const store_model *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "sha256", m->sha256);
+    cJSON_AddStringToObject(o, "owner", m->owner);
+    cJSON_AddNumberToObject(o, "size", (double)m->size);
+    cJSON_AddNumberToObject(o, "params", (double)m->params);
+    cJSON *in = cJSON_AddArrayToObject(o, "input");
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(m->C));
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(m->H));
+    cJSON_AddItemToArray(in, cJSON_CreateNumber(m->W));
+    cJSON_AddNumberToObject(o, "classes", m->classes);
+    cJSON_AddItemToObject(o, "created_at", api__time(m->created_at));
+    cJSON_AddNumberToObject(o, "jobs", (double)m->jobs);
+    cJSON *spec = cJSON_AddObjectToObject(o, "model");
+    cJSON_AddStringToObject(spec, "checkpoint", m->sha256);
+    return o;
+}
+
+/* The {sha256} of the path in lower case; false (404) unless 64 hex digits. */
+static bool model_sha(const api_req *r, char out[GPP_SHA256_HEX_LEN + 1])
+{
+    const char *p = r->params[0];
+    if (strlen(p) != GPP_SHA256_HEX_LEN)
+        return false;
+    for (int i = 0; i < GPP_SHA256_HEX_LEN; i++) {
+        char c = (char)tolower((unsigned char)p[i]);
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        out[i] = c;
+    }
+    out[GPP_SHA256_HEX_LEN] = '\0';
+    return true;
+}
+
+/* A user sees the uploads they made; an admin sees everyone's. */
+static const char *model_owner(const api_req *r)
+{
+    return strcmp(r->who.role, "admin") == 0 ? NULL : r->who.name;
+}
+
+enum MHD_Result api__models_list(api_req *r)
+{
+    api_page pg;
+    gpp_error e = {0};
+    int prc = api_parse_page(API_PAGE_MODELS, query_get, r, &pg, &e);
+    if (prc != 0)
+        return reply_parse(r, prc, &e);
+    store_model *ms = NULL;
+    size_t n = 0;
+    bool more = false;
+    if (store_model_list(r->d->store, model_owner(r), pg.after_num, (int)pg.limit, &ms, &n,
+                         &more, &e) != 0)
+        return api__reply_gpp(r, &e);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "models");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, model_json(&ms[i]));
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)(n ? ms[n - 1].id : 0));
+    add_cursor(o, more && n > 0, 'm', v);
+    free(ms);
+    return api__reply_json(r, 200, o, NULL);
+}
+
+enum MHD_Result api__model_get(api_req *r)
+{
+    char sha[GPP_SHA256_HEX_LEN + 1];
+    store_model m;
+    gpp_error e = {0};
+    if (!model_sha(r, sha))
+        return api__reply_error(r, 404, "not_found", "", "no uploaded model '%.64s'",
+                                r->params[0]);
+    if (store_model_get(r->d->store, sha, model_owner(r), &m, &e) != 0)
+        return api__reply_gpp(r, &e);
+    return api__reply_json(r, 200, model_json(&m), NULL);
+}
+
+/* The caller's upload goes (an admin's DELETE removes every user's); the
+ * file goes with the last upload once no job names it.  409 while a queued
+ * or running job uses it. */
+enum MHD_Result api__model_delete(api_req *r)
+{
+    char sha[GPP_SHA256_HEX_LEN + 1];
+    gpp_error e = {0};
+    bool drop = false;
+    if (!model_sha(r, sha))
+        return api__reply_error(r, 404, "not_found", "", "no uploaded model '%.64s'",
+                                r->params[0]);
+    pthread_mutex_lock(&models_mu);
+    int rc = store_model_delete(r->d->store, sha, model_owner(r), &drop, &e);
+    bool removed = rc == 0 && drop && artifacts_remove(r->d->artifacts, sha) == 0;
+    pthread_mutex_unlock(&models_mu);
+    if (rc != 0)
+        return api__reply_gpp(r, &e);
+    log_info("model deleted", "user=%s sha256=%s file_removed=%d", r->who.name, sha, removed);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddBoolToObject(o, "deleted", true);
+    cJSON_AddBoolToObject(o, "file_removed", removed);
+    return api__reply_json(r, 200, o, NULL);
 }

@@ -101,6 +101,9 @@ enum MHD_Result api__job_events(api_req *r);
 enum MHD_Result api__job_model(api_req *r);
 enum MHD_Result api__worker_drain(api_req *r);
 enum MHD_Result api__models_upload(api_req *r);
+enum MHD_Result api__models_list(api_req *r);
+enum MHD_Result api__model_get(api_req *r);
+enum MHD_Result api__model_delete(api_req *r);
 
 /* ---- Server-Sent Events (api_events.c) --------------------------------------- */
 /* Every event stream of one HTTP server: a stream with nothing to send is

@@ -443,6 +443,7 @@ static const struct page_rule {
     [API_PAGE_TOKENS] = {'t', LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, true, 0, 32},
     [API_PAGE_DATASETS] = {'d', LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, false, 0, STORE_NAME_MAX + 1},
     [API_PAGE_WORKERS] = {'w', LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, false, 0, 256},
+    [API_PAGE_MODELS] = {'m', LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, true, 0, 32},
 };
 
 static int page_limit(const struct page_rule *pr, api_query_fn get, void *ctx, api_page *out,

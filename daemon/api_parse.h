@@ -129,12 +129,13 @@ typedef enum api_page_kind {
     API_PAGE_TOKENS,     /* cursor 't': a token id >= 0;   limit 1..1000 [100] */
     API_PAGE_DATASETS,   /* cursor 'd': a data set name (<= 64 bytes); limit 1..1000 [100] */
     API_PAGE_WORKERS,    /* cursor 'w': a worker id (<= 255 bytes);    limit 1..1000 [100] */
+    API_PAGE_MODELS,     /* cursor 'm': an upload id >= 0; limit 1..1000 [100] */
 } api_page_kind;
 
 typedef struct api_page {
     int64_t limit;
     bool has_cursor;
-    int64_t after_num;   /* numeric cursors (jobs, logs, tokens); 0 without one */
+    int64_t after_num;   /* numeric cursors (jobs, logs, tokens, models); 0 without one */
     char after[256];     /* text cursors (data sets, workers); "" without one */
 } api_page;
 

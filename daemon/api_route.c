@@ -35,6 +35,9 @@ static const api_route routes[] = {
     {API_R_TOKEN_REVOKE, "DELETE", "/api/v1/tokens/{id}", API_AUTH_ADMIN, false, false},
     {API_R_PROMETHEUS, "GET", "/metrics", API_AUTH_NONE, false, false},
     {API_R_MODELS_UPLOAD, "POST", "/api/v1/models", API_AUTH_USER, false, true},
+    {API_R_MODELS_LIST, "GET", "/api/v1/models", API_AUTH_USER, false, false},
+    {API_R_MODEL_GET, "GET", "/api/v1/models/{sha256}", API_AUTH_USER, false, false},
+    {API_R_MODEL_DELETE, "DELETE", "/api/v1/models/{sha256}", API_AUTH_USER, false, false},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 

@@ -29,6 +29,11 @@ const char *const store_job_states[STORE_JOB_NSTATES] = {
     "min_time, max_iter, max_attempt, max_value, max_time"
 #define STAGE_FINAL "('succeeded', 'failed', 'cancelled', 'skipped')"
 
+/* An uploaded model's columns (row_model), with the jobs that name it. */
+#define MODEL_COLS                                                                       \
+    "m.id, m.sha256, m.owner, m.size, m.params, m.input, m.classes, m.created_at,"      \
+    " (SELECT count(*) FROM jobs WHERE model = 'checkpoint:' || m.sha256)"
+
 /* Every statement the store runs, prepared once on first use. */
 enum stmt_id {
     S_BEGIN, S_COMMIT, S_ROLLBACK,
@@ -54,6 +59,9 @@ enum stmt_id {
     /* 0003: metric rollups */
     S_RAW_RANGE, S_OTHER_ATTEMPT, S_ROLLUP_GET, S_ROLLUP_RANGE, S_ROLLUP_PUT, S_ROLLUP_STATS,
     S_SERIES_KEYS,
+    /* 0004: uploaded models */
+    S_MODEL_INSERT, S_MODEL_GET, S_MODEL_LIST, S_MODEL_ACTIVE_JOBS, S_MODEL_DELETE,
+    S_MODEL_REFS, S_MODEL_ARTIFACT_DROP,
     S_COUNT
 };
 
@@ -255,6 +263,27 @@ static const char *const stmt_sql[S_COUNT] = {
         " WHERE job_seq = ?1 AND name_id = ?2 AND level = ?3 AND (?4 < 0 OR stage_idx = ?4)"
         " GROUP BY stage_idx ORDER BY stage_idx",
     [S_SERIES_KEYS] = "SELECT DISTINCT job_seq, name_id, stage_idx FROM metrics",
+    [S_MODEL_INSERT] =
+        "INSERT OR IGNORE INTO model_uploads (sha256, owner, size, params, input, classes,"
+        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_MODEL_GET] =
+        "SELECT " MODEL_COLS " FROM model_uploads m WHERE m.sha256 = ?1"
+        " AND (?2 IS NULL OR m.owner = ?2) ORDER BY m.id LIMIT 1",
+    [S_MODEL_LIST] =
+        "SELECT " MODEL_COLS " FROM model_uploads m WHERE m.id > ?1"
+        " AND (?2 IS NULL OR m.owner = ?2) ORDER BY m.id LIMIT ?3",
+    [S_MODEL_ACTIVE_JOBS] =
+        "SELECT count(*) FROM jobs WHERE model = 'checkpoint:' || ?1"
+        " AND state IN ('queued', 'running')",
+    [S_MODEL_DELETE] =
+        "DELETE FROM model_uploads WHERE sha256 = ?1 AND (?2 IS NULL OR owner = ?2)",
+    [S_MODEL_REFS] =
+        "SELECT (SELECT count(*) FROM model_uploads WHERE sha256 = ?1)"
+        " + (SELECT count(*) FROM jobs WHERE model = 'checkpoint:' || ?1)"
+        " + (SELECT count(*) FROM stages WHERE input_sha256 = ?1 OR output_sha256 = ?1)"
+        " + (SELECT count(*) FROM artifacts WHERE sha256 = ?1 AND job_seq IS NOT NULL)",
+    [S_MODEL_ARTIFACT_DROP] =
+        "DELETE FROM artifacts WHERE sha256 = ?1 AND job_seq IS NULL AND kind = 'checkpoint'",
 };
 
 /* The job-list statements, one per combination of filters (bit 0 state,
@@ -3652,6 +3681,211 @@ int store_log_event(store *s, int64_t job_seq, const char *job_id, int stage_idx
         rc = log_event_tx(s, job_seq, job_id, stage_idx, level, source, message, err);
     if (rc == 0)
         rc = tx_commit(s, err);
+    if (rc != 0)
+        tx_rollback(s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- uploaded models (migration 0004) ----------------------------------------- */
+
+static void row_model(sqlite3_stmt *q, store_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = sqlite3_column_int64(q, 0);
+    const char *t = (const char *)sqlite3_column_text(q, 1);
+    snprintf(m->sha256, sizeof m->sha256, "%s", t ? t : "");
+    t = (const char *)sqlite3_column_text(q, 2);
+    snprintf(m->owner, sizeof m->owner, "%s", t ? t : "");
+    m->size = sqlite3_column_int64(q, 3);
+    m->params = sqlite3_column_int64(q, 4);
+    t = (const char *)sqlite3_column_text(q, 5);
+    if (!t || sscanf(t, "%dx%dx%d", &m->C, &m->H, &m->W) != 3)
+        m->C = m->H = m->W = 0;
+    m->classes = sqlite3_column_int(q, 6);
+    m->created_at = sqlite3_column_int64(q, 7);
+    m->jobs = sqlite3_column_int64(q, 8);
+}
+
+/* store_model_add: see store.h. */
+int store_model_add(store *s, const store_model *m, bool *created, gpp_error *err)
+{
+    char input[48];
+    snprintf(input, sizeof input, "%dx%dx%d", m->C, m->H, m->W);
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
+    if (!q) {
+        rc = s->st_rc;
+        goto out;
+    }
+    bind_text(q, 1, m->sha256);
+    sqlite3_bind_int64(q, 2, m->size);
+    bind_text(q, 3, "checkpoint");
+    sqlite3_bind_null(q, 4);
+    sqlite3_bind_null(q, 5);
+    sqlite3_bind_int64(q, 6, gpp__now_ms());
+    if ((rc = exec_stmt(s, q, "artifact insert", err)) != 0)
+        goto out;
+    if (!(q = st(s, S_MODEL_INSERT, err))) {
+        rc = s->st_rc;
+        goto out;
+    }
+    bind_text(q, 1, m->sha256);
+    bind_text(q, 2, m->owner);
+    sqlite3_bind_int64(q, 3, m->size);
+    sqlite3_bind_int64(q, 4, m->params);
+    bind_text(q, 5, input);
+    sqlite3_bind_int(q, 6, m->classes);
+    sqlite3_bind_int64(q, 7, gpp__now_ms());
+    if ((rc = exec_stmt(s, q, "model upload insert", err)) != 0)
+        goto out;
+    if (created)
+        *created = sqlite3_changes(s->db) > 0;
+    rc = tx_commit(s, err);
+out:
+    if (rc != 0)
+        tx_rollback(s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* store_model_get: see store.h. */
+int store_model_get(store *s, const char *sha256, const char *owner, store_model *out,
+                    gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_MODEL_GET, err);
+    if (!q) {
+        rc = s->st_rc;
+        goto out;
+    }
+    bind_text(q, 1, sha256);
+    bind_text(q, 2, owner);
+    int src = sqlite3_step(q);
+    if (src == SQLITE_ROW)
+        row_model(q, out);
+    else if (src == SQLITE_DONE)
+        rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no uploaded model %.64s",
+                           sha256);
+    else
+        rc = db_fail(s, src, "model upload", err);
+    done(q);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* store_model_list: see store.h. */
+int store_model_list(store *s, const char *owner, int64_t after_id, int limit,
+                     store_model **out, size_t *n, bool *more, gpp_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    store_model *arr = calloc((size_t)limit + 1, sizeof *arr);
+    if (!arr)
+        return gpp_error_set(err, GPP_ENOMEM, "internal", "", "out of memory");
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    sqlite3_stmt *q = st(s, S_MODEL_LIST, err);
+    if (!q) {
+        rc = s->st_rc;
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, after_id);
+    bind_text(q, 2, owner);
+    sqlite3_bind_int(q, 3, limit + 1);
+    size_t k = 0;
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW)
+        row_model(q, &arr[k++]);
+    done(q);
+    if (src != SQLITE_DONE) {
+        rc = db_fail(s, src, "model upload list", err);
+        goto out;
+    }
+    if (k > (size_t)limit) {
+        *more = true;
+        k = (size_t)limit;
+    }
+    *out = arr;
+    *n = k;
+    arr = NULL;
+out:
+    pthread_mutex_unlock(&s->mu);
+    free(arr);
+    return rc;
+}
+
+static int64_t model_count(store *s, enum stmt_id id, const char *sha256, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, id, err);
+    if (!q)
+        return s->st_rc;
+    bind_text(q, 1, sha256);
+    int src = sqlite3_step(q);
+    int64_t n = src == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    done(q);
+    return n >= 0 ? n : db_fail(s, src, "model upload references", err);
+}
+
+/* store_model_delete: see store.h. */
+int store_model_delete(store *s, const char *sha256, const char *owner, bool *drop_file,
+                       gpp_error *err)
+{
+    *drop_file = false;
+    pthread_mutex_lock(&s->mu);
+    int rc = tx_begin(s, err);
+    if (rc != 0)
+        goto out;
+    int64_t active = model_count(s, S_MODEL_ACTIVE_JOBS, sha256, err);
+    if (active < 0) {
+        rc = (int)active;
+        goto out;
+    }
+    if (active > 0) {
+        rc = gpp_error_set(err, GPP_EINVAL, "conflict", "",
+                           "model %.64s is in use by %lld queued or running job(s); cancel "
+                           "them or let them finish first", sha256, (long long)active);
+        goto out;
+    }
+    sqlite3_stmt *q = st(s, S_MODEL_DELETE, err);
+    if (!q) {
+        rc = s->st_rc;
+        goto out;
+    }
+    bind_text(q, 1, sha256);
+    bind_text(q, 2, owner);
+    if ((rc = exec_stmt(s, q, "model upload delete", err)) != 0)
+        goto out;
+    if (sqlite3_changes(s->db) == 0) {
+        rc = gpp_error_set(err, GPP_ENOTFOUND, "not_found", "", "no uploaded model %.64s",
+                           sha256);
+        goto out;
+    }
+    int64_t refs = model_count(s, S_MODEL_REFS, sha256, err);
+    if (refs < 0) {
+        rc = (int)refs;
+        goto out;
+    }
+    if (refs == 0) {
+        if (!(q = st(s, S_MODEL_ARTIFACT_DROP, err))) {
+            rc = s->st_rc;
+            goto out;
+        }
+        bind_text(q, 1, sha256);
+        if ((rc = exec_stmt(s, q, "artifact delete", err)) != 0)
+            goto out;
+        *drop_file = sqlite3_changes(s->db) > 0;
+    }
+    rc = tx_commit(s, err);
+    if (rc != 0)
+        *drop_file = false;
+out:
     if (rc != 0)
         tx_rollback(s);
     pthread_mutex_unlock(&s->mu);

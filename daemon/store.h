@@ -413,6 +413,34 @@ int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err);
 /* The recorded size of an artifact: 0 with *size, GPP_ENOTFOUND, or an error. */
 int store_artifact_size(store *s, const char *sha256_hex, int64_t *size, gpp_error *err);
 
+/* ---- uploaded models (migration 0004) ------------------------------------ */
+
+typedef struct store_model {
+    int64_t id;
+    char sha256[65];
+    char owner[STORE_NAME_MAX + 1];
+    int64_t size, params, created_at;
+    int C, H, W, classes;
+    int64_t jobs;              /* jobs naming this checkpoint (any owner, any state) */
+} store_model;
+
+/* Record that `owner` uploaded checkpoint sha256 (the artifact row is made
+ * when missing).  *created: the owner had no row for it before. */
+int store_model_add(store *s, const store_model *m, bool *created, gpp_error *err);
+/* One upload of sha256: owner's, or (owner NULL) the first anyone made.
+ * GPP_ENOTFOUND "not_found" when there is none. */
+int store_model_get(store *s, const char *sha256, const char *owner, store_model *out,
+                    gpp_error *err);
+/* Uploads with id > after_id, by id, at most limit; owner NULL: everyone's. */
+int store_model_list(store *s, const char *owner, int64_t after_id, int limit,
+                     store_model **out, size_t *n, bool *more, gpp_error *err);
+/* Remove owner's upload of sha256 (owner NULL: every owner's).  Refused
+ * with "conflict" while a queued or running job names the checkpoint.
+ * *drop_file: no upload row and no job names it any more, and the artifact
+ * row is gone with it: the caller removes the file. */
+int store_model_delete(store *s, const char *sha256, const char *owner, bool *drop_file,
+                       gpp_error *err);
+
 /* ---- the scheduler and the worker link (migration 0002) ------------------ */
 
 /* A queued stage whose predecessor is done (or the first), of a job that is

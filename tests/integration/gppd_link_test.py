@@ -1033,6 +1033,120 @@ def test_upload(g):
     assert job['summary']['size_first']['params'] < got['params'], job['summary']
 
 
+def trained_gppm(g, seed):
+    """A .gppm trained on the tiny set by `gpp-worker run` (training only)."""
+    tiny = os.path.join(g.tmp, 'ds-tiny')
+    out = os.path.join(g.tmp, 'run-%d' % seed)
+    spec = tiny_job(dataset={'format': 'idx', 'path': tiny}, iterations=0, seed=seed)
+    path = os.path.join(g.tmp, 'train-%d.json' % seed)
+    with open(path, 'w') as f:
+        json.dump(spec, f)
+    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'run', path, '--out', out],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    with open(os.path.join(out, 'stage-00-train.gppm'), 'rb') as f:
+        return f.read()
+
+
+def test_models(g):
+    """Uploaded models are listed, read and deleted per user: a user sees
+    their own uploads (an admin everyone's); DELETE is refused while a queued
+    or running job uses the checkpoint; the file goes with the last upload
+    once no job names it, and the same bytes can be uploaded again."""
+    register_tiny(g)
+    a, b = trained_gppm(g, 1), trained_gppm(g, 2)
+    sa, sb = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    assert sa != sb
+    arts = os.path.join(g.data_dir, 'artifacts')
+    ann = g.post('/api/v1/tokens', {'name': 'ann', 'role': 'user'}).json()['token']
+    bob = g.post('/api/v1/tokens', {'name': 'bob', 'role': 'user'}).json()['token']
+
+    def listed(token, q=''):
+        r = g.get('/api/v1/models' + q, token=token)
+        assert r.status == 200, r
+        return r.json()
+
+    assert listed(ann) == {'models': [], 'next_cursor': None}
+    assert upload(g, a, token=ann).status == 201
+    assert upload(g, b, token=ann).status == 201
+    r = upload(g, a, token=bob)                 # the same bytes: one file, two uploads
+    assert r.status == 200 and r.json()['created'] is False, r
+    mine = listed(ann)['models']
+    assert [m['sha256'] for m in mine] == [sa, sb], mine
+    m = mine[0]
+    assert m['owner'] == 'ann' and m['size'] == len(a) and m['input'] == [1, 28, 28], m
+    assert m['classes'] == 10 and m['params'] > 0 and m['jobs'] == 0, m
+    assert m['model'] == {'checkpoint': sa} and m['created_at'].endswith('Z'), m
+    assert [x['sha256'] for x in listed(bob)['models']] == [sa]
+    everyone = listed('admin')['models']
+    assert sorted((x['owner'], x['sha256']) for x in everyone) == \
+        sorted([('ann', sa), ('ann', sb), ('bob', sa)]), everyone
+    # pages of one, by cursor
+    seen, q = [], '?limit=1'
+    while True:
+        page = listed('admin', q)
+        assert len(page['models']) <= 1, page
+        seen += [(x['owner'], x['sha256']) for x in page['models']]
+        if page['next_cursor'] is None:
+            break
+        q = '?limit=1&cursor=' + page['next_cursor']
+    assert seen == [(x['owner'], x['sha256']) for x in everyone], (seen, everyone)
+    H.assert_error(g.get('/api/v1/models?cursor=bogus', token=ann), 400, 'malformed', 'cursor')
+    H.assert_error(g.get('/api/v1/models?limit=0', token=ann), 400, 'malformed', 'limit')
+    H.assert_error(g.get('/api/v1/models', token=None), 401, 'unauthenticated')
+
+    # one upload: the owner's (upper case hex is the same name); not another user's
+    r = g.get('/api/v1/models/' + sb.upper(), token=ann)
+    assert r.status == 200 and r.json()['sha256'] == sb and r.json()['owner'] == 'ann', r
+    H.assert_error(g.get('/api/v1/models/' + sb, token=bob), 404, 'not_found')
+    assert g.get('/api/v1/models/' + sb).status == 200            # admin
+    for bad in ('0' * 64, 'x' * 64, 'abc', '..%2F..%2Fgppd.db'):
+        H.assert_error(g.get('/api/v1/models/' + bad, token=ann), 404, 'not_found')
+        H.assert_error(g.request('DELETE', '/api/v1/models/' + bad, token=ann), 404,
+                       'not_found')
+
+    # a queued job uses it (no GPU worker: it waits): no one may delete it
+    r = g.post('/api/v1/jobs', tiny_job(model={'checkpoint': sa}, device='gpu'), token=ann)
+    assert r.status == 201, r
+    jid = r.json()['id']
+    assert g.get('/api/v1/models/' + sa, token=bob).json()['jobs'] == 1
+    for who in (ann, bob, 'admin'):
+        r = g.request('DELETE', '/api/v1/models/' + sa, token=who)
+        H.assert_error(r, 409, 'conflict')
+        assert 'in use by 1 queued or running job' in r.json()['error']['message'], r.json()
+    assert [x['sha256'] for x in listed(ann)['models']] == [sa, sb]
+    assert g.post("/api/v1/jobs/%s/cancel" % jid, None, token=ann).status == 202
+    # ann's upload goes; bob's stays, and so does the file (bob, and the
+    # cancelled job, still name it)
+    r = g.request('DELETE', '/api/v1/models/' + sa, token=ann)
+    assert r.status == 200 and r.json() == {'sha256': sa, 'deleted': True,
+                                            'file_removed': False}, r
+    H.assert_error(g.get('/api/v1/models/' + sa, token=ann), 404, 'not_found')
+    H.assert_error(g.request('DELETE', '/api/v1/models/' + sa, token=ann), 404, 'not_found')
+    assert g.get('/api/v1/models/' + sa, token=bob).status == 200
+    r = g.request('DELETE', '/api/v1/models/' + sa, token=bob)
+    assert r.status == 200 and r.json()['file_removed'] is False, r
+    assert sa in os.listdir(arts)                 # the job's history keeps its input
+    assert g.get('/api/v1/jobs/%s/model?stage=0' % jid).status in (404, 409)   # never ran
+
+    # a model no job used: its last upload takes the file with it
+    assert sb in os.listdir(arts)
+    r = g.request('DELETE', '/api/v1/models/' + sb, token=ann)
+    assert r.status == 200 and r.json()['file_removed'] is True, r
+    assert sb not in os.listdir(arts)
+    assert listed(ann)['models'] == [] and listed('admin')['models'] == []
+    r = g.post('/api/v1/jobs', tiny_job(model={'checkpoint': sb}), token=ann)
+    H.assert_error(r, 422, 'invalid_argument', 'model.checkpoint')
+    # and it can come back
+    r = upload(g, b, token=ann)
+    assert r.status == 201 and r.json()['created'] is True, r
+    assert sb in os.listdir(arts) and [x['sha256'] for x in listed(ann)['models']] == [sb]
+    # survives a restart
+    g.stop()
+    g.start()
+    assert [x['sha256'] for x in listed(ann)['models']] == [sb]
+
+
 def read_idx(path):
     import gzip
     op = gzip.open if path.endswith('.gz') else open
@@ -1130,6 +1244,7 @@ GROUPS = {
     'stop_rules': (test_stop_rules, 1),
     'retry': (test_retry, 0),
     'upload': (test_upload, 1),
+    'models': (test_models, 0),
     'torch_model': (test_torch_model, 1),
 }
 
