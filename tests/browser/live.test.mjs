@@ -190,6 +190,16 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     await page.locator('#submit-upload-status', { hasText: '(already uploaded)' }).waitFor();
     assert.match(await page.locator('#submit-upload-status').textContent(), /params, input \[1, 28, 28\], 10 classes/);
     assert.equal(await page.locator('[name="model"]').inputValue(), JSON.stringify({ checkpoint: sha }));
+    // ... and listed with the user's uploads (GET /api/v1/models), selected;
+    // picking it from the list names it in the model field again
+    const mine = page.locator('#submit-uploaded');
+    await mine.waitFor();
+    assert.equal(await mine.inputValue(), sha);
+    assert.match(await mine.locator('option:checked').textContent(), new RegExp(`^${sha.slice(0, 12)}… · .* params · 1×28×28 · 10 classes · `));
+    await page.locator('[name="model"]').fill('lenet5');
+    await mine.selectOption('');
+    await mine.selectOption(sha);
+    assert.equal(await page.locator('[name="model"]').inputValue(), JSON.stringify({ checkpoint: sha }));
     await page.locator('[data-field="upload"]').scrollIntoViewIfNeeded();
     await shot(page, 'submit-upload');
     await page.getByRole('button', { name: 'Submit job' }).click();

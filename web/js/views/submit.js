@@ -7,7 +7,7 @@
 // double submit makes one job.
 
 import { api, pageOf, ApiError } from '../api.js';
-import { h, replace, announce, setBusy, fmtCount } from '../dom.js';
+import { h, replace, announce, setBusy, fmtCount, fmtTime } from '../dom.js';
 import { SECTIONS, FIELDS, ZOO, inputId, toText, readField, setPath, fieldFor, FieldError } from '../jobspec.js';
 
 export const NAME = 'submit';
@@ -97,7 +97,32 @@ export async function render(main, route, ctx) {
     h('p.hint#submit-upload-hint', 'the network and its weights, e.g. saved from PyTorch with deploy/python/gppm.py; ',
       'the job then starts by evaluating it on the data set'),
     upStatus);
-  inputOf('model').closest('.field').after(upField);
+  // ... or one uploaded before (GET /api/v1/models: the caller's, newest first)
+  const mineSel = h('select#submit-uploaded', { 'aria-describedby': 'submit-uploaded-hint' });
+  const mineField = h('div.field.field-uploaded', { 'data-field': 'uploaded', hidden: true },
+    h('label', { for: 'submit-uploaded' }, 'or one you uploaded'), mineSel,
+    h('p.hint#submit-uploaded-hint', 'newest first; choosing one names it in the model field'));
+  inputOf('model').closest('.field').after(upField, mineField);
+  async function loadMine(selected) {
+    try {
+      const page = pageOf(await api('/models', { query: { limit: 1000 } }), 'models');
+      const items = page.items.slice().reverse();
+      replace(mineSel, [h('option', { value: '' }, items.length ? `${items.length} uploaded` : 'none'),
+        ...items.map((m) => h('option', { value: m.sha256, selected: m.sha256 === selected },
+          `${m.sha256.slice(0, 12)}… · ${fmtCount(m.params)} params · ${m.input.join('×')} · ` +
+          `${m.classes} classes · ${fmtTime(m.created_at)}`))]);
+      mineField.hidden = items.length === 0;
+    } catch (e) {
+      if (e.status === 401) throw e;
+    }
+  }
+  mineSel.addEventListener('change', () => {
+    if (!mineSel.value) return;
+    const model = inputOf('model');
+    model.value = JSON.stringify({ checkpoint: mineSel.value });
+    clearFieldError(model);
+    updateNotes();
+  });
   upInput.addEventListener('change', async () => {
     const file = upInput.files && upInput.files[0];
     if (!file) return;
@@ -113,6 +138,7 @@ export async function render(main, route, ctx) {
         `${m.classes} classes${m.created ? '' : ' (already uploaded)'}; the model field now names it.`;
       announce(`Uploaded ${file.name}.`, 'ok');
       updateNotes();
+      await loadMine(m.sha256);
     } catch (e) {
       upInput.value = '';
       if (e.status === 401) return; // back to sign-in
@@ -265,6 +291,7 @@ export async function render(main, route, ctx) {
   updateNotes();
   ctx.focusHeading();
 
+  await loadMine('');
   // Registered data sets for the dataset field's suggestions.
   try {
     const page = pageOf(await api('/datasets', { query: { limit: 100 } }), 'datasets');
