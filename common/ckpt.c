@@ -858,6 +858,70 @@ out:
     return 0;
 }
 
+/* gpp_ckpt_read_json: see gpp/ckpt.h. */
+int gpp_ckpt_read_json(const char *path, char **json, gpp_error *err)
+{
+    if (!json || !path) return fail(err, GPP_EINVAL, "checkpoint reader: NULL argument");
+    *json = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return fail(err, e == ENOENT ? GPP_ENOTFOUND : GPP_EIO, "cannot open checkpoint '%s': %s",
+                    path, strerror(e));
+    }
+    uint8_t h[GPP_CKPT_HEADER_SIZE];
+    char *doc = NULL;
+    int rc = 0;
+    struct stat st;
+    ssize_t k;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = fail(err, GPP_EIO, "checkpoint '%s' is not a readable regular file", path);
+        goto out;
+    }
+    do k = pread(fd, h, sizeof h, 0); while (k < 0 && errno == EINTR);
+    if (k != (ssize_t)sizeof h || memcmp(h, GPP_CKPT_MAGIC, 8) != 0) {
+        rc = fail(err, GPP_EFORMAT, "not a gppm checkpoint: bad magic bytes or a short header");
+        goto out;
+    }
+    if (rd32(h + 8) != GPP_CKPT_VERSION) {
+        rc = fail(err, GPP_EVERSION, "checkpoint version %u (this gppd reads version %d)",
+                  rd32(h + 8), GPP_CKPT_VERSION);
+        goto out;
+    }
+    const uint32_t n = rd32(h + 16);
+    if (n > GPP_CKPT_MAX_JSON ||
+        (uint64_t)st.st_size < GPP_CKPT_HEADER_SIZE + (uint64_t)n + GPP_CKPT_TRAILER_SIZE) {
+        rc = fail(err, GPP_EFORMAT, "checkpoint JSON length %u does not fit the %lld-byte file",
+                  n, (long long)st.st_size);
+        goto out;
+    }
+    if (!(doc = malloc((size_t)n + 1))) {
+        rc = fail(err, GPP_ENOMEM, "out of memory for a %u-byte JSON document", n);
+        goto out;
+    }
+    size_t got = 0;
+    while (got < n) {
+        k = pread(fd, doc + got, n - got, (off_t)(GPP_CKPT_HEADER_SIZE + got));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            rc = fail(err, GPP_EIO, "cannot read '%s': %s", path, k < 0 ? strerror(errno) : "short");
+            goto out;
+        }
+        got += (size_t)k;
+    }
+    doc[n] = '\0';
+    if (memchr(doc, '\0', n)) {
+        rc = fail(err, GPP_EFORMAT, "checkpoint JSON holds a NUL byte");
+        goto out;
+    }
+    *json = doc;
+    doc = NULL;
+out:
+    free(doc);
+    close(fd);
+    return rc;
+}
+
 /* Accessors: the JSON, the count, a tensor by index or by name (binary
  * search over the names sorted at read time), the optimiser flag.  All
  * pointers live as long as `c`; NULL/0 for a NULL checkpoint. */

@@ -306,8 +306,7 @@ static bool is_hex64(const char *s)
  * not say), or GPP_EINVAL with *e naming both. */
 static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name, gpp_error *e)
 {
-    char path[PATH_MAX];
-    gpp_ckpt *ck = NULL;
+    char path[PATH_MAX], *text = NULL;
     cJSON *doc = NULL, *info = NULL;
     store_dataset ds;
     int rc = 0;
@@ -316,7 +315,7 @@ static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name, 
         store_dataset_clear(&ds);
     }
     if (!info || artifacts_path(r->d->artifacts, hex, path, sizeof path) != 0 ||
-        gpp_ckpt_read_file(path, &ck, NULL) != 0 || !(doc = cJSON_Parse(gpp_ckpt_json(ck))))
+        gpp_ckpt_read_json(path, &text, NULL) != 0 || !(doc = cJSON_Parse(text)))
         goto done;     /* nothing to compare: the worker checks what it loads */
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(doc, "network");
     const cJSON *nin = cJSON_GetObjectItemCaseSensitive(net, "input");
@@ -347,7 +346,7 @@ static int model_fits_dataset(api_req *r, const char *hex, const char *ds_name, 
 done:
     cJSON_Delete(doc);
     cJSON_Delete(info);
-    gpp_ckpt_free(ck);
+    free(text);
     return rc;
 }
 

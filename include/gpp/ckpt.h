@@ -148,6 +148,13 @@ typedef struct gpp_ckpt gpp_ckpt;
  * GPP_ECHECKSUM with *err naming what is wrong. */
 int gpp_ckpt_read_file(const char *path, gpp_ckpt **out, gpp_error *err);
 
+/* Only the JSON document of the checkpoint at `path` (a NUL-terminated copy
+ * in *json, free() it): the header's magic, version and JSON bounds are
+ * checked, the tensors and the CRC are not -- for a quick look at a file
+ * already checked once (what network a stored checkpoint holds).  0, or
+ * GPP_ENOTFOUND, GPP_EIO, GPP_ENOMEM, GPP_EFORMAT, GPP_EVERSION. */
+int gpp_ckpt_read_json(const char *path, char **json, gpp_error *err);
+
 /* As gpp_ckpt_read_file for `len` bytes at `buf` (copied; the caller keeps
  * `buf`).  buf may be NULL when len is 0. */
 int gpp_ckpt_read_buffer(const uint8_t *buf, size_t len, gpp_ckpt **out,

@@ -886,6 +886,69 @@ static void test_read_file_errors(void **state)
     assert_int_equal(gpp_ckpt_read_buffer(NULL, 10, &c, &err), GPP_EINVAL);
 }
 
+/* gpp_ckpt_read_json: the header's JSON alone, equal to the full reader's;
+ * the tensors and the CRC are not looked at; a bad header is refused. */
+static void write_bytes(const char *path, const uint8_t *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+static void test_read_json(void **state)
+{
+    (void)state;
+    char path[400];
+    snprintf(path, sizeof path, "%s/j.gppm", tmpdir);
+    size_t n;
+    uint8_t *b = sample_bytes(1, &n);
+    write_bytes(path, b, n);
+    gpp_ckpt *c = NULL;
+    gpp_error err;
+    char *json = NULL;
+    assert_int_equal(gpp_ckpt_read_file(path, &c, &err), 0);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), 0);
+    assert_string_equal(json, gpp_ckpt_json(c));
+    free(json);
+    /* a flipped byte in the last tensor's data: the full read fails its CRC,
+     * the header read does not look there */
+    b[n - 12] ^= 0x40;
+    write_bytes(path, b, n);
+    gpp_ckpt_free(c);
+    c = NULL;
+    assert_int_equal(gpp_ckpt_read_file(path, &c, &err), GPP_ECHECKSUM);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), 0);
+    free(json);
+    b[n - 12] ^= 0x40;
+    /* bad magic, a newer version, a JSON length past the end, a cut header */
+    uint8_t *m = malloc(n);
+    assert_non_null(m);
+    memcpy(m, b, n);
+    m[0] = 'X';
+    write_bytes(path, m, n);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), GPP_EFORMAT);
+    assert_null(json);
+    memcpy(m, b, n);
+    m[8] = 2;
+    write_bytes(path, m, n);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), GPP_EVERSION);
+    memcpy(m, b, n);
+    uint32_t big = (uint32_t)n;   /* little-endian json_len: the whole file */
+    for (int i = 0; i < 4; i++) m[16 + i] = (uint8_t)(big >> (8 * i));
+    write_bytes(path, m, n);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), GPP_EFORMAT);
+    assert_non_null(strstr(err.message, "does not fit"));
+    write_bytes(path, b, 20);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), GPP_EFORMAT);
+    unlink(path);
+    assert_int_equal(gpp_ckpt_read_json(path, &json, &err), GPP_ENOTFOUND);
+    assert_int_equal(gpp_ckpt_read_json(tmpdir, &json, &err), GPP_EIO);
+    assert_null(json);
+    free(m);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -908,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_tensor_limit),
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_read_file_errors),
+        cmocka_unit_test(test_read_json),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
