@@ -122,12 +122,12 @@ elif [ "${BENCH:-1}" != 0 ]; then
             --input 3x32x32 --batch 256 --steps 20 --warmup 5
         for m in "lenet5 1x28x28" "vgg-small 3x32x32" "inception-base 3x32x32"; do
             set -- $m
-            for b in 256; do
+            for b in 64 256; do
                 for tf in 0 1; do
                     r=$(GPP_CUDA_TF32=$tf timeout 60 "$work/bin/gpp-worker" bench --device cuda \
                         --model "$1" --input "$2" --batch "$b" --steps 50 --warmup 5)
                     if [ -n "$r" ]; then
-                        echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("engine %-15s batch %4d tf32 %s: train %8.0f img/s  infer %8.0f img/s  conv %s" % (d["model"], d["batch"], sys.argv[1], d["train_images_per_s"], d["infer_images_per_s"], d.get("conv")))' "$tf"
+                        echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("engine %-15s batch %4d tf32 %s: train %8.0f img/s (metrics read each step: waiting %8.0f, one step late %8.0f)  infer %8.0f img/s  conv %s" % (d["model"], d["batch"], sys.argv[1], d["train_images_per_s"], d.get("train_sync_metrics_images_per_s", 0), d.get("train_async_metrics_images_per_s", 0), d["infer_images_per_s"], d.get("conv")))' "$tf"
                     else
                         echo "engine $1 batch $b tf32 $tf: FAILED"
                     fi

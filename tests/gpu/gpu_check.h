@@ -48,6 +48,19 @@ static void gpu_fake_wait(nn_ctx *ctx)
     (void)ctx;
 }
 
+static void gpu_fake_download_async(nn_ctx *ctx, void *dst, const void *src, size_t bytes,
+                                    int slot)
+{
+    (void)slot;
+    gpu_fake_copy(ctx, dst, src, bytes);
+}
+
+static void gpu_fake_download_wait(nn_ctx *ctx, int slot)
+{
+    (void)ctx;
+    (void)slot;
+}
+
 static int gpu_fake_sync(nn_ctx *ctx)
 {
     return ctx->dev_err;
@@ -68,6 +81,8 @@ static inline nn_ctx *gpu_fake_ctx(void)
     gpu_fake.download = gpu_fake_copy;
     gpu_fake.upload_async = gpu_fake_copy;
     gpu_fake.upload_wait = gpu_fake_wait;
+    gpu_fake.download_async = gpu_fake_download_async;
+    gpu_fake.download_wait = gpu_fake_download_wait;
     gpu_fake.host_alloc = gpu_fake_alloc;
     gpu_fake.host_free = gpu_fake_free;
     gpu_fake.sync = gpu_fake_sync;

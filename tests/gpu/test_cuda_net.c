@@ -296,6 +296,51 @@ static void test_lenet5_loss_curve(void **st)
 }
 
 /* device out of memory: an error, not a crash; the context survives */
+/* nn_net_stats_queue / take on the device: the loss and batch accuracy of
+ * step k, taken after step k+1 is queued (the copies run on the stream
+ * while the host goes on), match the cpu's at that step. */
+static void test_stats_queue(void **st)
+{
+    (void)st;
+    const int n = 64, steps = 6;
+    nn_net *a = build(C, "lenet5", NULL, 1, 28, 28, n), *b = build(G, "lenet5", NULL, 1, 28, 28, n);
+    size_t per = 28 * 28;
+    float *x = gpu_halloc(sizeof(float) * per * n * steps);
+    int32_t *y = gpu_halloc(sizeof(int32_t) * n * steps);
+    for (int s = 0; s < steps; s++) batch_of(x + per * n * s, y + n * s, per, n, 40 + s);
+    gpp_error e = {0};
+    nn_sgd opt = {.lr = 0.002f, .momentum = 0.9f};
+    float want[8];
+    int ok_cpu[8];
+    for (int s = 0; s < steps; s++) {
+        nn_net_zero_grad(a);
+        nn_net_zero_grad(b);
+        assert_int_equal(nn_net_forward(a, x + per * n * s, y + n * s, n, 1, &want[s], &e), 0);
+        ok_cpu[s] = nn_net_correct(a, y + n * s, n);
+        assert_int_equal(nn_net_forward(b, x + per * n * s, y + n * s, n, 1, NULL, &e), 0);
+        nn_net_stats_queue(b, s & 1);
+        assert_int_equal(nn_net_backward(a, NULL, 0, &e), 0);
+        assert_int_equal(nn_net_backward(b, NULL, 0, &e), 0);
+        nn_net_sgd_step(a, &opt);
+        nn_net_sgd_step(b, &opt);
+        /* step s-1's numbers once step s is queued; the last one at the end */
+        for (int k = s - 1; k <= s; k++) {
+            if (k < 0 || (k == s && s < steps - 1)) continue;
+            float l = -1.0f;
+            int ok = -1;
+            assert_int_equal(nn_net_stats_take(b, k & 1, y + n * k, &l, &ok, &e), 0);
+            printf("stats_queue step %d: loss cpu %.6f cuda %.6f, right cpu %d cuda %d\n", k,
+                   want[k], l, ok_cpu[k], ok);
+            assert_true(fabs(l - want[k]) <= 1e-4 + 1e-3 * fabs(want[k]));
+            assert_true(abs(ok - ok_cpu[k]) <= 1);
+        }
+    }
+    nn_net_free(a);
+    nn_net_free(b);
+    free(x);
+    free(y);
+}
+
 static void test_oom(void **st)
 {
     (void)st;
@@ -330,7 +375,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allops_step),   cmocka_unit_test(test_inception_step),
         cmocka_unit_test(test_vgg_small_step), cmocka_unit_test(test_host_access),
-        cmocka_unit_test(test_lenet5_loss_curve), cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_lenet5_loss_curve), cmocka_unit_test(test_stats_queue),
+        cmocka_unit_test(test_oom),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     nn_ctx_free(G);

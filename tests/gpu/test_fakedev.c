@@ -195,6 +195,71 @@ static void run_case(const char *zoo, const char *json, int c, int h, int w, int
     free(inj);
 }
 
+/* nn_net_stats_queue / nn_net_stats_take: a step's loss and batch accuracy
+ * taken one step late (two in flight) equal what nn_net_forward's loss and
+ * nn_net_correct give at the step itself -- on the cpu and on the device
+ * path -- and the training is the same as without them. */
+static void test_stats_queue(void **st)
+{
+    (void)st;
+    const int n = 24, steps = 5;
+    nn_net *ref = build(C, "lenet5", NULL, 1, 28, 28, n);
+    nn_net *nets[2] = {build(C, "lenet5", NULL, 1, 28, 28, n),
+                       build(F, "lenet5", NULL, 1, 28, 28, n)};
+    size_t per = 28 * 28;
+    float *x = gpu_halloc(sizeof(float) * per * n * steps);
+    int32_t *y = gpu_halloc(sizeof(int32_t) * n * steps);
+    gpp_rng r;
+    gpp_rng_seed(&r, 11);
+    for (size_t i = 0; i < per * n * steps; i++) x[i] = gpp_rng_normal(&r);
+    for (int i = 0; i < n * steps; i++) y[i] = (int32_t)gpp_rng_below(&r, 10);
+    nn_sgd opt = {.lr = 0.002f, .momentum = 0.9f};
+    gpp_error e = {0};
+    float want_loss[8];
+    int want_ok[8];
+    for (int s = 0; s < steps; s++) {
+        const float *xs = x + per * n * s;
+        const int32_t *ys = y + n * s;
+        nn_net_zero_grad(ref);
+        assert_int_equal(nn_net_forward(ref, xs, ys, n - s, 1, &want_loss[s], &e), 0);
+        want_ok[s] = nn_net_correct(ref, ys, n - s);
+        assert_int_equal(nn_net_backward(ref, NULL, 0, &e), 0);
+        nn_net_sgd_step(ref, &opt);
+        for (int k = 0; k < 2; k++) {
+            nn_net *t = nets[k];
+            nn_net_zero_grad(t);
+            assert_int_equal(nn_net_forward(t, xs, ys, n - s, 1, NULL, &e), 0);
+            nn_net_stats_queue(t, s & 1);
+            assert_int_equal(nn_net_backward(t, NULL, 0, &e), 0);
+            nn_net_sgd_step(t, &opt);
+            if (s > 0) {
+                float l = -1.0f;
+                int ok = -1;
+                assert_int_equal(nn_net_stats_take(t, (s - 1) & 1, y + n * (s - 1), &l, &ok, &e), 0);
+                assert_memory_equal(&l, &want_loss[s - 1], sizeof l);
+                assert_int_equal(ok, want_ok[s - 1]);
+            }
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        float l = -1.0f;
+        int ok = -1;
+        assert_int_equal(nn_net_stats_take(nets[k], (steps - 1) & 1, y + n * (steps - 1), &l, &ok, &e), 0);
+        assert_memory_equal(&l, &want_loss[steps - 1], sizeof l);
+        assert_int_equal(ok, want_ok[steps - 1]);
+        /* nothing queued any more */
+        assert_int_equal(nn_net_stats_take(nets[k], (steps - 1) & 1, y, &l, &ok, &e), GPP_EINVAL);
+        size_t np = 0;
+        nn_net_param_block(ref, &np);
+        same("params", nn_net_param_block(ref, NULL), nn_net_param_block(nets[k], NULL),
+             sizeof(float) * np);
+        nn_net_free(nets[k]);
+    }
+    nn_net_free(ref);
+    free(x);
+    free(y);
+}
+
 static void test_allops(void **st)
 {
     (void)st;
@@ -281,6 +346,7 @@ int main(void)
     C = nn_ctx_new("cpu", 1, &e);
     F = gpu_fake_ctx();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stats_queue),
         cmocka_unit_test(test_allops),
         cmocka_unit_test(test_vgg_small),
         cmocka_unit_test(test_inception),

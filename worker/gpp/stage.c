@@ -245,6 +245,44 @@ double gpp__distill_grad(const float *Zs, const float *Zt, int m, int K, double 
     return w * T * T * loss / m;
 }
 
+/* A plain training step (no push, no distillation) whose loss and batch
+ * accuracy are still on their way from the device (nn_net_stats_queue). */
+typedef struct pending_step {
+    int on, slot, m;
+    long long step, iter;   /* the step count and s->iter after it */
+    float lr;
+    double t0;              /* when it began */
+    int32_t *y;             /* its labels */
+} pending_step;
+
+static const char *const train_names[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
+                                          "push", "sep", "cov", "align", "top_share",
+                                          "alpha", "beta", "gamma"};
+
+/* Take a pending step's numbers, emit its metrics point (images/s over the
+ * time since the last point, or since it began) and check for divergence. */
+static int take_step(gpp__stage *s, const gpp__phase *ph, pending_step *p, long long nb,
+                     double *last)
+{
+    float ce = 0.0f;
+    int correct = 0;
+    p->on = 0;
+    int rc = nn_net_stats_take(s->net, p->slot, p->y, &ce, &correct, s->err);
+    if (rc != 0) return rc;
+    double now = now_s(), dt = now - (*last > p->t0 ? *last : p->t0);
+    *last = now;
+    double vals[5] = {ce, ce, (double)correct / p->m, p->lr, dt > 0 ? p->m / dt : 0.0};
+    long long iter = s->iter;
+    s->iter = p->iter;
+    emit(s, ph->name, (double)p->step / (double)nb, 0, 5, train_names, vals);
+    s->iter = iter;
+    if (!isfinite(ce))
+        return gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
+                             "%s: the loss is %g at step %lld (learning rate %g too high?)",
+                             ph->name, ce, p->step, p->lr);
+    return 0;
+}
+
 /* gpp__phase_run: see stage_ctx.h. */
 int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
 {
@@ -268,8 +306,17 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
     const double kd_w = ph->teacher && !push ? sp->prune.distill : 0.0;
     const double kd_t = sp->prune.distill_temperature;
     int Ls = -1, Lt = -1, K = 0;
+    /* plain steps read their loss and batch accuracy one step late, so a
+     * device is never left waiting for the host between steps */
+    const int defer = !push && kd_w <= 0;
+    pending_step pend = {0};
+    double last_take = 0.0;
+    if (defer && !(pend.y = malloc(sizeof(int32_t) * (size_t)Bi))) return oom(s->err);
     int rc = gpp_data_iter_new(&it, d->train, d->split->train, d->split->n_train, &io, s->err);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+        free(pend.y);
+        return rc;
+    }
     if (kd_w > 0) {
         nn_node_info li, ti;
         Ls = nn_net_logits(s->net);
@@ -340,9 +387,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
                  "gamma %g (x lambda %g, ramped over %g epochs), %s separation",
                  M, k_top, sp->push.alpha, sp->push.beta, sp->push.gamma, lam,
                  sp->push.ramp_epochs, sp->push.separation == GPP_SEPARATION_EIGEN ? "eigen" : "diag");
-    static const char *const tnames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
-                                         "push", "sep", "cov", "align", "top_share",
-                                         "alpha", "beta", "gamma"};
+    static const char *const *const tnames = train_names;
     static const char *const knames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
                                          "distill"};
     while (step < total) {
@@ -363,7 +408,9 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
         float lr = nn_lr_at(&sched, (int)step), ce = 0.0f;
         opt.lr = lr;
         nn_net_zero_grad(s->net);
-        if ((rc = nn_net_forward(s->net, s->x, s->y, (int)m, 1, &ce, s->err)) != 0) goto done;
+        if ((rc = nn_net_forward(s->net, s->x, s->y, (int)m, 1, defer ? NULL : &ce, s->err)) != 0)
+            goto done;
+        if (defer) nn_net_stats_queue(s->net, (int)(step & 1));
         gpp_push_result pr;
         memset(&pr, 0, sizeof pr);
         double a = 0, b = 0, g = 0, kd = 0;
@@ -410,21 +457,34 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
             goto done;
         }
         nn_net_sgd_step(s->net, &opt);
-        int correct = nn_net_correct(s->net, s->y, (int)m);
-        step++;
-        s->iter++;
-        double dt = now_s() - t0;
-        double vals[13] = {ce + pr.loss + kd, ce, (double)correct / m, lr,
-                           dt > 0 ? m / dt : 0.0, pr.loss, pr.sep, pr.cov, pr.align,
-                           pr.top_share, a, b, g};
-        if (kd_w > 0) vals[5] = kd;
-        emit(s, ph->name, (double)step / (double)nb, 0, push ? 13 : kd_w > 0 ? 6 : 5,
-             kd_w > 0 ? knames : tnames, vals);
-        if (!isfinite(ce)) {
-            rc = gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
-                               "%s: the loss is %g at step %lld (learning rate %g too high?)",
-                               ph->name, ce, step, lr);
-            goto done;
+        if (defer) {
+            /* step k's numbers are taken once step k+1 is queued (and at
+             * the end of an epoch, before its checkpoint) */
+            const int slot = (int)(step & 1);
+            step++;
+            s->iter++;
+            if (pend.on && (rc = take_step(s, ph, &pend, nb, &last_take)) != 0) goto done;
+            pend = (pending_step){.on = 1, .slot = slot, .m = (int)m, .step = step,
+                                  .iter = s->iter, .lr = lr, .t0 = t0, .y = pend.y};
+            memcpy(pend.y, s->y, sizeof(int32_t) * m);
+            if (step % nb == 0 && (rc = take_step(s, ph, &pend, nb, &last_take)) != 0) goto done;
+        } else {
+            int correct = nn_net_correct(s->net, s->y, (int)m);
+            step++;
+            s->iter++;
+            double dt = now_s() - t0;
+            double vals[13] = {ce + pr.loss + kd, ce, (double)correct / m, lr,
+                               dt > 0 ? m / dt : 0.0, pr.loss, pr.sep, pr.cov, pr.align,
+                               pr.top_share, a, b, g};
+            if (kd_w > 0) vals[5] = kd;
+            emit(s, ph->name, (double)step / (double)nb, 0, push ? 13 : kd_w > 0 ? 6 : 5,
+                 kd_w > 0 ? knames : tnames, vals);
+            if (!isfinite(ce)) {
+                rc = gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
+                                   "%s: the loss is %g at step %lld (learning rate %g too high?)",
+                                   ph->name, ce, step, lr);
+                goto done;
+            }
         }
         gpp__progress(s, (double)step / (double)total);
         if (step % nb == 0) {
@@ -436,6 +496,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
         }
     }
 done:
+    free(pend.y);
     gpp_data_iter_free(it);
     gpp_push_ws_free(ws);
     free(dH);

@@ -753,6 +753,18 @@ static void cpu_upload_wait(nn_ctx *ctx)
     (void)ctx;
 }
 
+static void cpu_download_async(nn_ctx *ctx, void *dst, const void *src, size_t bytes, int slot)
+{
+    (void)slot;
+    cpu_memcpy(ctx, dst, src, bytes);
+}
+
+static void cpu_download_wait(nn_ctx *ctx, int slot)
+{
+    (void)ctx;
+    (void)slot;
+}
+
 static size_t cpu_conv_scratch(const nn_conv_dims *d, int with_bias)
 {
     nn_conv_dims one = *d;
@@ -777,6 +789,8 @@ const nn_backend nn_backend_cpu = {
     .sync = cpu_sync,
     .upload_async = cpu_memcpy,
     .upload_wait = cpu_upload_wait,
+    .download_async = cpu_download_async,
+    .download_wait = cpu_download_wait,
     .host_alloc = cpu_alloc,
     .host_free = cpu_free,
     .conv_scratch = cpu_conv_scratch,

@@ -247,6 +247,8 @@ typedef struct cuda_dev {
     float *kc;                 /* [RED_SLOTS][3] per-channel coefficients */
     cudaEvent_t up_done;       /* the last upload_async */
     int up_pending;
+    cudaEvent_t down_done[2];  /* the last download_async of each slot */
+    int down_pending[2];
     int sms;
 } cuda_dev;
 
@@ -1618,6 +1620,22 @@ static void cuda_upload_wait(nn_ctx *ctx)
     dv->up_pending = 0;
 }
 
+static void cuda_download_async(nn_ctx *ctx, void *dst, const void *src, size_t bytes, int slot)
+{
+    cuda_dev *dv = DEV(ctx);
+    if (bytes) CK(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, dv->stream));
+    CK(ctx, cudaEventRecord(dv->down_done[slot & 1], dv->stream));
+    dv->down_pending[slot & 1] = 1;
+}
+
+static void cuda_download_wait(nn_ctx *ctx, int slot)
+{
+    cuda_dev *dv = DEV(ctx);
+    if (!dv->down_pending[slot & 1]) return;
+    CK(ctx, cudaEventSynchronize(dv->down_done[slot & 1]));
+    dv->down_pending[slot & 1] = 0;
+}
+
 static void *cuda_host_alloc(nn_ctx *ctx, size_t bytes)
 {
     (void)ctx;
@@ -1673,7 +1691,9 @@ extern "C" int nn__cuda_open(nn_ctx *ctx, int index, gpp_error *err)
     ctx->dev_index = index;
     bound_dev = index;
     if ((e = cudaStreamCreateWithFlags(&dv->stream, cudaStreamNonBlocking)) != cudaSuccess ||
-        (e = cudaEventCreateWithFlags(&dv->up_done, cudaEventDisableTiming)) != cudaSuccess) {
+        (e = cudaEventCreateWithFlags(&dv->up_done, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&dv->down_done[0], cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&dv->down_done[1], cudaEventDisableTiming)) != cudaSuccess) {
         (void)cudaGetLastError();
         nn__cuda_close(ctx);
         return gpp_error_set(err, e == cudaErrorMemoryAllocation ? GPP_ENOMEM : GPP_ENOTFOUND,
@@ -1733,6 +1753,8 @@ extern "C" void nn__cuda_close(nn_ctx *ctx)
     if (dv->red) cudaFree(dv->red);
     if (dv->kc) cudaFree(dv->kc);
     if (dv->up_done) cudaEventDestroy(dv->up_done);
+    for (int i = 0; i < 2; i++)
+        if (dv->down_done[i]) cudaEventDestroy(dv->down_done[i]);
     if (dv->t0) cudaEventDestroy(dv->t0);
     if (dv->t1) cudaEventDestroy(dv->t1);
     if (dv->stream) cudaStreamDestroy(dv->stream);
@@ -1764,6 +1786,8 @@ extern "C" const nn_backend nn_backend_cuda = {
     .sync = cuda_sync,
     .upload_async = cuda_upload_async,
     .upload_wait = cuda_upload_wait,
+    .download_async = cuda_download_async,
+    .download_wait = cuda_download_wait,
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .conv_scratch = cuda_conv_scratch,

@@ -69,6 +69,38 @@ cJSON *nn_bench_run(const nn_bench_opts *o, gpp_error *err)
         if (train_step(net, x, y, o->batch, &opt, err) != 0) goto done;
     if (nn_ctx_synchronize(ctx, err) != 0) goto done;
     double t_train = now_s() - t0;
+    /* the same steps as a training stage runs them: the loss and the batch
+     * accuracy read every step, waiting for them (the stage loop before
+     * nn_net_stats_queue) or one step late through it (the stage loop now) */
+    double t_sync = 0.0, t_async = 0.0;
+    {
+        float loss = 0.0f;
+        int correct = 0;
+        t0 = now_s();
+        for (int s = 0; s < o->steps; s++) {
+            nn_net_zero_grad(net);
+            if (nn_net_forward(net, x, y, o->batch, 1, &loss, err) != 0 ||
+                nn_net_backward(net, NULL, 0, err) != 0)
+                goto done;
+            nn_net_sgd_step(net, &opt);
+            correct += nn_net_correct(net, y, o->batch);
+        }
+        if (nn_ctx_synchronize(ctx, err) != 0) goto done;
+        t_sync = now_s() - t0;
+        t0 = now_s();
+        for (int s = 0; s < o->steps; s++) {
+            nn_net_zero_grad(net);
+            if (nn_net_forward(net, x, y, o->batch, 1, NULL, err) != 0) goto done;
+            nn_net_stats_queue(net, s & 1);
+            if (nn_net_backward(net, NULL, 0, err) != 0) goto done;
+            nn_net_sgd_step(net, &opt);
+            if (s > 0 && nn_net_stats_take(net, (s - 1) & 1, y, &loss, &correct, err) != 0)
+                goto done;
+        }
+        if (nn_net_stats_take(net, (o->steps - 1) & 1, y, &loss, &correct, err) != 0) goto done;
+        if (nn_ctx_synchronize(ctx, err) != 0) goto done;
+        t_async = now_s() - t0;
+    }
     if (dev) {
         nn_net_set_profile(net, 1);
         for (int s = 0; s < o->steps; s++)
@@ -127,6 +159,10 @@ cJSON *nn_bench_run(const nn_bench_opts *o, gpp_error *err)
              cJSON_AddNumberToObject(out, "steps", o->steps) &&
              cJSON_AddNumberToObject(out, "train_images_per_s",
                                      (double)o->batch * o->steps / t_train) &&
+             cJSON_AddNumberToObject(out, "train_sync_metrics_images_per_s",
+                                     (double)o->batch * o->steps / t_sync) &&
+             cJSON_AddNumberToObject(out, "train_async_metrics_images_per_s",
+                                     (double)o->batch * o->steps / t_async) &&
              cJSON_AddNumberToObject(out, "infer_images_per_s",
                                      (double)o->batch * o->steps / t_inf) &&
              cJSON_AddNumberToObject(out, "peak_rss_kb", (double)ru.ru_maxrss) &&

@@ -121,7 +121,14 @@ int nn_ctx_synchronize(nn_ctx *ctx, gpp_error *err)
 int nn__ctx_check(nn_ctx *ctx, gpp_error *err)
 {
     if (ctx->be->host) return 0;
-    int rc = ctx->be->sync(ctx);
+    ctx->be->sync(ctx);
+    return nn__ctx_error(ctx, err);
+}
+
+/* nn__ctx_error: see internal.h. */
+int nn__ctx_error(nn_ctx *ctx, gpp_error *err)
+{
+    int rc = ctx->dev_err;
     if (rc == 0) return 0;
     gpp_error_set(err, rc, rc == GPP_ENOMEM ? "out_of_memory" : "device_error", "device",
                   "%s: %s", ctx->device, ctx->dev_msg);

@@ -42,6 +42,11 @@ typedef struct nn_backend {
     void (*upload_wait)(nn_ctx *ctx);
     void *(*host_alloc)(nn_ctx *ctx, size_t bytes);
     void (*host_free)(nn_ctx *ctx, void *p);
+    /* download_async: copy device src to host dst (host_alloc memory) in
+     * the order of the queued work, without waiting; download_wait(slot)
+     * returns once the copies queued under slot (0 or 1) are done. */
+    void (*download_async)(nn_ctx *ctx, void *dst, const void *src, size_t bytes, int slot);
+    void (*download_wait)(nn_ctx *ctx, int slot);
     /* Floats of scratch a conv of `d` needs (d->N = the reserved batch), and
      * of the shared buffer (Winograd filters on the cpu). */
     size_t (*conv_scratch)(const nn_conv_dims *d, int with_bias);
@@ -153,6 +158,9 @@ struct nn_ctx {
 /* 0, or the device error recorded since the last check (queued work is
  * waited for first), put into *err and cleared. */
 int nn__ctx_check(nn_ctx *ctx, gpp_error *err);
+/* The first device error noticed so far, as nn__ctx_check reports it, without
+ * waiting for the device (0 when none). */
+int nn__ctx_error(nn_ctx *ctx, gpp_error *err);
 
 /* Make sure every thread has `floats` of scratch (reallocates; not in a
  * training step).  0 or GPP_ENOMEM. */
@@ -215,6 +223,8 @@ struct nn_net {
     float *xpin;               /* device: pinned staging of the batch, then the labels */
     const float *xhost;        /* the caller's batch of the last forward */
     float *loss_slot;          /* backend memory: the last forward's loss */
+    float *spin[2];            /* nn_net_stats_queue: loss + logits [batch, classes] */
+    int stat_n[2];             /* samples queued in each (0: none) */
     long long sgd_steps;       /* SGD steps taken (0: no momentum buffer yet) */
     gpp_rng rng;               /* dropout masks */
     int batch;                 /* reserved batch (0: none) */

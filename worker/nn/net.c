@@ -561,6 +561,10 @@ fail:
 void nn_net_free(nn_net *net)
 {
     if (!net) return;
+    for (int k = 0; k < 2; k++) {
+        if (net->stat_n[k]) net->ctx->be->download_wait(net->ctx, k);
+        net->ctx->be->host_free(net->ctx, net->spin[k]);
+    }
     if (!net->ctx->be->host) {
         net->ctx->be->free(net->ctx, net->arena);
         dev_free_blocks(net);
@@ -691,6 +695,17 @@ int nn_net_reserve(nn_net *net, int batch, gpp_error *err)
             net->arena = a;
             net->arena_bytes = total;
         }
+    }
+    /* nn_net_stats_queue's two host buffers: the loss, then the logits */
+    for (int k = 0; k < 2; k++) {
+        net->ctx->be->download_wait(net->ctx, k);
+        net->ctx->be->host_free(net->ctx, net->spin[k]);
+        net->stat_n[k] = 0;
+        net->spin[k] = net->ctx->be->host_alloc(
+            net->ctx, sizeof(float) * (1 + (size_t)batch * (size_t)net->classes));
+        if (!net->spin[k])
+            return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
+                                 "out of host memory for the batch statistics");
     }
     net->batch = batch;
     net->cur_n = 0;
@@ -1146,6 +1161,47 @@ int nn_net_correct(const nn_net *net, const int32_t *labels, int n)
         ok += best == labels[i];
     }
     return ok;
+}
+
+/* nn_net_stats_queue: see gpp/nn.h. */
+void nn_net_stats_queue(nn_net *net, int slot)
+{
+    slot &= 1;
+    nn_ctx *ctx = net->ctx;
+    const nn_node *sm = &net->nodes[net->n_nodes - 1];
+    const int n = net->cur_n;
+    ctx->be->download_wait(ctx, slot);   /* its last copies are read */
+    ctx->be->download_async(ctx, net->spin[slot], net->loss_slot, sizeof(float), slot);
+    ctx->be->download_async(ctx, net->spin[slot] + 1, nn__node_out(net, sm->in[0]),
+                            sizeof(float) * (size_t)n * sm->C, slot);
+    net->stat_n[slot] = n;
+}
+
+/* nn_net_stats_take: see gpp/nn.h. */
+int nn_net_stats_take(nn_net *net, int slot, const int32_t *labels, float *loss, int *correct,
+                      gpp_error *err)
+{
+    slot &= 1;
+    nn_ctx *ctx = net->ctx;
+    const int n = net->stat_n[slot], C = net->nodes[net->n_nodes - 1].C;
+    if (n == 0)
+        return gpp_error_set(err, GPP_EINVAL, "internal", "", "no batch statistics queued");
+    ctx->be->download_wait(ctx, slot);
+    net->stat_n[slot] = 0;
+    int rc = nn__ctx_error(ctx, err);
+    if (rc != 0) return rc;
+    const float *z = net->spin[slot] + 1;
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = z + (size_t)i * C;
+        int best = 0;
+        for (int k = 1; k < C; k++)
+            if (r[k] > r[best]) best = k;
+        ok += best == labels[i];
+    }
+    *loss = net->spin[slot][0];
+    *correct = ok;
+    return 0;
 }
 
 /* ---- looking inside --------------------------------------------------------------------- */

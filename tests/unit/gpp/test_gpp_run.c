@@ -214,6 +214,8 @@ static void test_end_to_end(void **state)
     cJSON *recs = read_metrics(a);
     const cJSON *j;
     int iters = 0, evals = 0, push_iters = 0;
+    int last_stage = -1;
+    long long last_iter = 0;
     cJSON_ArrayForEach(j, recs) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
         assert_non_null(type);
@@ -221,6 +223,17 @@ static void test_end_to_end(void **state)
         num(j, "stage_index");
         num(j, "iteration");
         if (strcmp(type, "iteration") == 0) {
+            /* each stage's steps once, in order, none left out (plain steps
+             * are written one step late: nn_net_stats_queue) */
+            int st = (int)num(j, "stage_index");
+            long long it = (long long)num(j, "iteration");
+            if (st != last_stage) {
+                assert_true(st > last_stage);
+                last_stage = st;
+                last_iter = it - 1;
+            }
+            assert_int_equal(it, last_iter + 1);
+            last_iter = it;
             iters++;
             num(j, "loss");
             num(j, "ce");
