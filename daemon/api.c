@@ -585,6 +585,18 @@ static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
                                 " is %lld", (long long)n, (long long)max);
         return true;
     }
+    /* an upload larger than the whole per-user quota, before a byte of it
+     * is read (the handler checks the rest: bytes the sender holds already
+     * do not count again, and it knows them only once it has read them) */
+    int64_t declared;
+    if (r->route->upload && cl && gpp__parse_i64(cl, 0, INT64_MAX, &declared) == 0 &&
+        r->d->cfg.upload_quota_mb > 0 && declared > (r->d->cfg.upload_quota_mb << 20)) {
+        *ret = api__reply_error(r, 413, "too_large", "",
+                                "over your upload quota: this upload is %.1f MiB and the quota "
+                                "is %lld MiB", declared / 1048576.0,
+                                (long long)r->d->cfg.upload_quota_mb);
+        return true;
+    }
     /* a large file over a slow link takes longer than a JSON body */
     api_conn *c = r->route->upload ? conn_state(r->conn) : NULL;
     if (c)

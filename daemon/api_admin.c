@@ -293,6 +293,30 @@ enum MHD_Result api__workers_list(api_req *r)
  * run -- the checks of the ONNX export.  201 with its sha256 (the job spec's
  * model.checkpoint) and what it holds; 200 when those bytes were there
  * already; 422 naming what is wrong, and nothing kept. */
+/* Would `bytes` more of uploaded models take the caller over the per-user
+ * quota (upload-quota-mb)?  true with the 413 (or a store error) queued in
+ * *reply; false when it fits or there is no quota. */
+static bool upload_over_quota(api_req *r, int64_t bytes, enum MHD_Result *reply)
+{
+    const int64_t quota = r->d->cfg.upload_quota_mb << 20;
+    if (quota <= 0)
+        return false;
+    gpp_error e = {0};
+    int64_t used = store_model_usage(r->d->store, r->who.name, &e);
+    if (used < 0) {
+        *reply = api__reply_gpp(r, &e);
+        return true;
+    }
+    if (used + bytes <= quota)
+        return false;
+    *reply = api__reply_error(r, 413, "too_large", "",
+                              "over your upload quota: your uploaded models take %.1f MiB of "
+                              "%lld MiB and this one is %.1f MiB; delete some first (DELETE "
+                              "/api/v1/models/{sha256})", used / 1048576.0,
+                              (long long)r->d->cfg.upload_quota_mb, bytes / 1048576.0);
+    return true;
+}
+
 /* An upload's "store the file, then record it" and a delete's "forget it,
  * then unlink the file" run one at a time, so a delete cannot unlink a file
  * an upload of the same bytes has just recorded again. */
@@ -336,6 +360,17 @@ static enum MHD_Result models_upload_locked(api_req *r)
                                 "not a checkpoint gppd can run: %s", e.message);
     }
     gpp_ckpt_free(ck);
+    /* the quota counts what the sender keeps: bytes they hold already are free */
+    store_model had;
+    int rc = store_model_get(r->d->store, hex, r->who.name, &had, &e);
+    enum MHD_Result over;
+    if (rc == GPP_ENOTFOUND && upload_over_quota(r, size, &over)) {
+        if (!known)
+            (void)artifacts_remove(r->d->artifacts, hex);
+        return over;
+    }
+    if (rc != 0 && rc != GPP_ENOTFOUND)
+        return api__reply_gpp(r, &e);
     store_model m = {.size = size, .params = info.params, .C = info.C, .H = info.H,
                      .W = info.W, .classes = info.classes};
     snprintf(m.sha256, sizeof m.sha256, "%s", hex);

@@ -21,6 +21,7 @@ void config_defaults(gppd_config *cfg)
 #endif
     cfg->local_workers = 0;
     cfg->worker_grace = 60;
+    cfg->upload_quota_mb = 4096;
 }
 
 const char *config_usage(void)
@@ -34,6 +35,8 @@ const char *config_usage(void)
         "  --web-root DIR             dashboard files served at /\n"
         "  --local-workers N          spawn N CPU workers as children (default 0)\n"
         "  --worker-grace SECONDS     how long a silent worker keeps its stage (default 60)\n"
+        "  --upload-quota-mb N        MiB of uploaded models a user may keep (default 4096;\n"
+        "                             0: no limit)\n"
         "  --config FILE              `key = value` lines with the keys above; flags win\n"
         "  --help, --version\n";
 }
@@ -103,6 +106,13 @@ static int config_set(gppd_config *cfg, const char *key, const char *val,
             return gpp_error_set(err, GPP_EINVAL, "invalid_argument", key,
                                  "%s: '%s' is not a number of seconds in 1..86400", where, val);
         cfg->worker_grace = (int)n;
+        return 0;
+    }
+    if (strcmp(key, "upload-quota-mb") == 0) {
+        if (gpp__parse_i64(val, 0, 1LL << 30, &n) != 0)
+            return gpp_error_set(err, GPP_EINVAL, "invalid_argument", key,
+                                 "%s: '%s' is not a number of MiB in 0..1073741824", where, val);
+        cfg->upload_quota_mb = n;
         return 0;
     }
     return gpp_error_set(err, GPP_EINVAL, "invalid_argument", key,
@@ -234,7 +244,7 @@ static int flag_match(int argc, char **argv, int *i, const char *name,
 
 static const char *const value_flags[] = {
     "listen", "worker-listen", "data-dir", "web-root", "local-workers", "worker-grace",
-    "config", NULL,
+    "upload-quota-mb", "config", NULL,
 };
 
 int config_parse_args(gppd_config *cfg, int argc, char **argv, gpp_error *err)

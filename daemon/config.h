@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gpp/error.h"
 
@@ -18,6 +19,7 @@ typedef struct gppd_config {
     char web_root[PATH_MAX];              /* static files; "" = none */
     int local_workers;                    /* CPU workers spawned as children [0] */
     int worker_grace;                     /* seconds a silent worker keeps its stage [60] */
+    int64_t upload_quota_mb;              /* MiB of uploaded models per user; 0 = none [4096] */
     char config_file[PATH_MAX];           /* --config FILE, "" = none */
     bool help;                            /* --help given */
     bool version;                         /* --version given */
@@ -34,7 +36,7 @@ void config_defaults(gppd_config *cfg);
 int config_parse_args(gppd_config *cfg, int argc, char **argv, gpp_error *err);
 
 /* Read a config file into *cfg (keys: listen, worker-listen, data-dir,
- * web-root, local-workers, worker-grace; `_` may stand for `-`).
+ * web-root, local-workers, worker-grace, upload-quota-mb; `_` may stand for `-`).
  * Returns 0, or GPP_EINVAL / GPP_EIO with *err naming FILE:LINE (a file
  * over CONFIG_FILE_MAX bytes is refused whole; see config_parse_text). */
 int config_load_file(gppd_config *cfg, const char *path, gpp_error *err);

@@ -61,7 +61,7 @@ enum stmt_id {
     S_SERIES_KEYS,
     /* 0004: uploaded models */
     S_MODEL_INSERT, S_MODEL_GET, S_MODEL_LIST, S_MODEL_ACTIVE_JOBS, S_MODEL_DELETE,
-    S_MODEL_REFS, S_MODEL_ARTIFACT_DROP,
+    S_MODEL_REFS, S_MODEL_ARTIFACT_DROP, S_MODEL_USAGE,
     S_COUNT
 };
 
@@ -282,6 +282,7 @@ static const char *const stmt_sql[S_COUNT] = {
         " + (SELECT count(*) FROM jobs WHERE model = 'checkpoint:' || ?1)"
         " + (SELECT count(*) FROM stages WHERE input_sha256 = ?1 OR output_sha256 = ?1)"
         " + (SELECT count(*) FROM artifacts WHERE sha256 = ?1 AND job_seq IS NOT NULL)",
+    [S_MODEL_USAGE] = "SELECT coalesce(sum(size), 0) FROM model_uploads WHERE owner = ?1",
     [S_MODEL_ARTIFACT_DROP] =
         "DELETE FROM artifacts WHERE sha256 = ?1 AND job_seq IS NULL AND kind = 'checkpoint'",
 };
@@ -3831,6 +3832,15 @@ static int64_t model_count(store *s, enum stmt_id id, const char *sha256, gpp_er
     int64_t n = src == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
     done(q);
     return n >= 0 ? n : db_fail(s, src, "model upload references", err);
+}
+
+/* store_model_usage: see store.h. */
+int64_t store_model_usage(store *s, const char *owner, gpp_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t n = model_count(s, S_MODEL_USAGE, owner, err);
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 /* store_model_delete: see store.h. */

@@ -434,6 +434,8 @@ int store_model_get(store *s, const char *sha256, const char *owner, store_model
 /* Uploads with id > after_id, by id, at most limit; owner NULL: everyone's. */
 int store_model_list(store *s, const char *owner, int64_t after_id, int limit,
                      store_model **out, size_t *n, bool *more, gpp_error *err);
+/* Bytes of the uploads `owner` keeps (0 or more), or an error (< 0). */
+int64_t store_model_usage(store *s, const char *owner, gpp_error *err);
 /* Remove owner's upload of sha256 (owner NULL: every owner's).  Refused
  * with "conflict" while a queued or running job names the checkpoint.
  * *drop_file: no upload row and no job names it any more, and the artifact

@@ -1146,6 +1146,53 @@ def test_models(g):
     g.start()
     assert [x['sha256'] for x in listed(ann)['models']] == [sb]
 
+    # a per-user quota (upload-quota-mb): 3 MiB holds one of these (1.6 MiB)
+    # but not two; what a user holds already is free to send again, and
+    # another user has a quota of their own
+    c = trained_gppm(g, 3)
+    sc = hashlib.sha256(c).hexdigest()
+    g.stop()
+    g.args += ['--upload-quota-mb', '3']
+    g.start()
+
+    def declared(size, token):
+        """Only the headers: a size over the whole quota is refused from them."""
+        return g.raw(('POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                      'Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n'
+                      % (token, size)).encode())
+
+    def chunked(body, token):
+        """No Content-Length: the handler checks the bytes that came."""
+        head = ('POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                'Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n'
+                'Connection: close\r\n\r\n' % token).encode()
+        parts = [head]
+        for i in range(0, len(body), 1 << 16):
+            piece = body[i:i + (1 << 16)]
+            parts.append(b'%x\r\n' % len(piece) + piece + b'\r\n')
+        parts.append(b'0\r\n\r\n')
+        return g.raw(b''.join(parts))
+
+    out = declared((3 << 20) + 1, bob)
+    assert out.startswith(b'HTTP/1.1 413') and b'the quota is 3 MiB' in out, out[:300]
+    r = upload(g, c, token=ann)
+    H.assert_error(r, 413, 'too_large')
+    assert 'over your upload quota: your uploaded models take 1.6 MiB of 3 MiB' in \
+        r.json()['error']['message'], r.json()
+    out = chunked(c, ann)                         # no declared size: the same
+    assert out.startswith(b'HTTP/1.1 413') and b'over your upload quota' in out, out[:300]
+    assert sc not in os.listdir(arts)                      # nothing kept of it
+    r = upload(g, a, token=ann)      # stored for the cancelled job, but not hers
+    H.assert_error(r, 413, 'too_large')
+    assert sa in os.listdir(arts) and [x['sha256'] for x in listed(ann)['models']] == [sb]
+    r = upload(g, b, token=ann)                  # hers already: no new bytes
+    assert r.status == 200 and r.json()['created'] is False, r
+    assert upload(g, c, token=bob).status == 201             # bob's own quota
+    # room again after a delete
+    assert g.request('DELETE', '/api/v1/models/' + sb, token=ann).status == 200
+    r = upload(g, c, token=ann)
+    assert r.status == 200 and [x['sha256'] for x in listed(ann)['models']] == [sc], r
+
 
 def read_idx(path):
     import gzip

@@ -571,13 +571,20 @@ static void test_config_text(void **state)
                               "data-dir = \"/var/lib/gppd\"\n"
                               "web_root = '/srv/web' # the dashboard\n"
                               "local-workers = 2\t# two\n"
-                              "worker-grace = 30", &e), 0);
+                              "worker-grace = 30\n"
+                              "upload_quota_mb = 0", &e), 0);
     assert_string_equal(c.listen, "0.0.0.0:0");
     assert_string_equal(c.worker_listen, "[::1]:7071");
     assert_string_equal(c.data_dir, "/var/lib/gppd");
     assert_string_equal(c.web_root, "/srv/web");
     assert_int_equal(c.local_workers, 2);
     assert_int_equal(c.worker_grace, 30);
+    assert_int_equal(c.upload_quota_mb, 0);
+    assert_int_equal(conf(&c, "", &e), 0);
+    assert_int_equal(c.upload_quota_mb, 4096);
+    assert_int_equal(conf(&c, "upload-quota-mb = -1\n", &e), GPP_EINVAL);
+    assert_string_equal(e.field, "upload-quota-mb");
+    assert_int_equal(conf(&c, "upload-quota-mb = 1.5\n", &e), GPP_EINVAL);
 
     assert_int_equal(conf(&c, "listen = 127.0.0.1:1\nbogus = 1\n", &e), GPP_EINVAL);
     assert_string_equal(e.field, "bogus");
