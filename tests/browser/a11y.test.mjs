@@ -67,6 +67,10 @@ for (const scheme of ['light', 'dark']) {
       await page.getByText('No workers have connected yet.').waitFor();
       found.push(...await audit(page, 'workers'));
 
+      await page.goto(`${gppd.url}/#/models`);
+      await page.getByText('You have not uploaded a trained model yet.').waitFor();
+      found.push(...await audit(page, 'models'));
+
       await page.goto(`${gppd.url}/#/compare?ids=${a.id},${b.id}`);
       await page.locator('.compare-table tbody tr').nth(1).waitFor();
       found.push(...await audit(page, 'compare'));

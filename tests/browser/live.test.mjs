@@ -208,6 +208,38 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     assert.equal(fromModel[0], '1. Evaluate the model');
     assert.equal(fromModel[1], '2. Push 1');
     await page.getByRole('button', { name: 'Cancel job' }).click();
+
+    // The Models page: the upload with its job count; "Compress" opens the
+    // form with it; a delete is refused while a queued job uses it (the
+    // reason shown), then goes, the file kept for the jobs that used it.
+    await page.goto(`${gppd.url}/#/models`);
+    await page.getByRole('heading', { name: 'Models', level: 1 }).waitFor();
+    const row = page.locator(`tr[data-sha="${sha}"]`);
+    await row.waitFor();
+    assert.equal(await row.locator('td[data-label="Input"]').textContent(), '1×28×28');
+    assert.match(await row.locator('td[data-label="Jobs"]').textContent(), /^[1-9]/);
+    await shot(page, 'models');
+    await row.getByRole('link', { name: /^Compress/ }).click();
+    await page.getByRole('heading', { name: 'Submit a job', level: 1 }).waitFor();
+    assert.equal(await page.locator('[name="model"]').inputValue(), JSON.stringify({ checkpoint: sha }));
+    assert.equal(await page.locator('#submit-uploaded').inputValue(), sha);
+    const waiting = await apiCall(gppd, 'POST', '/api/v1/jobs', { dataset: 'fashion-mnist', model: { checkpoint: sha }, device: 'gpu' });
+    assert.equal(waiting.status, 201, waiting.text);
+    await page.goto(`${gppd.url}/#/models`);
+    const del = page.locator(`tr[data-sha="${sha}"]`).getByRole('button', { name: /^Delete/ });
+    await del.click();
+    assert.equal(await del.textContent(), 'Confirm delete');
+    await del.click();
+    await page.locator('#models-error', { hasText: 'in use by 1 queued or running job' }).waitFor();
+    assert.equal(await page.locator(`tr[data-sha="${sha}"]`).count(), 1);
+    assert.equal((await apiCall(gppd, 'POST', `/api/v1/jobs/${waiting.json.id}/cancel`)).status, 202);
+    await del.click();
+    await del.click();
+    await page.locator('#status', { hasText: 'its file stays for the jobs that used it' }).waitFor();
+    await page.locator('tr[data-sha]').first().waitFor({ state: 'detached' });
+    assert.equal((await apiCall(gppd, 'GET', `/api/v1/models/${sha}`)).status, 404);
+    assert.equal((await apiCall(gppd, 'GET', `/api/v1/jobs/${jobId}/model`)).status, 200);
+
     await page.goto(`${gppd.url}/#/jobs/${encodeURIComponent(jobId)}`);
     await page.getByRole('heading', { name: 'live-job', level: 1 }).waitFor();
 

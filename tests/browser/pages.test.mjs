@@ -120,6 +120,9 @@ test('at phone width (375×800) no page scrolls sideways', async () => {
     await page.goto(`${gppd.url}/#/workers`);
     await page.getByRole('heading', { name: 'Workers', level: 1 }).waitFor();
     await check('workers');
+    await page.goto(`${gppd.url}/#/models`);
+    await page.getByRole('heading', { name: 'Models', level: 1 }).waitFor();
+    await check('models');
     await page.goto(`${gppd.url}/#/compare`);
     await page.getByRole('heading', { name: 'Compare jobs', level: 1 }).waitFor();
     await check('compare');

@@ -9,6 +9,7 @@ import * as jobsView from './views/jobs.js';
 import * as jobView from './views/job.js';
 import * as compareView from './views/compare.js';
 import * as workersView from './views/workers.js';
+import * as modelsView from './views/models.js';
 import * as submitView from './views/submit.js';
 import * as signinView from './views/signin.js';
 
@@ -36,6 +37,7 @@ const ROUTES = {
   jobs: (r) => (r.id ? jobView : jobsView),
   compare: () => compareView,
   workers: () => workersView,
+  models: () => modelsView,
   submit: () => submitView,
 };
 

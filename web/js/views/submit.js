@@ -291,7 +291,14 @@ export async function render(main, route, ctx) {
   updateNotes();
   ctx.focusHeading();
 
-  await loadMine('');
+  // #/submit?model=SHA256 (the Models page's "Compress"): that upload
+  const wanted = /^[0-9a-f]{64}$/.test(route.params.model || '') ? route.params.model : '';
+  if (wanted) {
+    const model = inputOf('model');
+    model.value = JSON.stringify({ checkpoint: wanted });
+    updateNotes();
+  }
+  await loadMine(wanted);
   // Registered data sets for the dataset field's suggestions.
   try {
     const page = pageOf(await api('/datasets', { query: { limit: 100 } }), 'datasets');
