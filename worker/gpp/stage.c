@@ -83,16 +83,37 @@ void gpp__fill_train(gpp__stage *s, const uint32_t *idx, int n)
 int gpp__evaluate(gpp__stage *s, const gpp_dataset *ds, const uint32_t *idx, uint32_t n,
                   double *acc)
 {
+    /* batch k's count is taken once batch k+1 is queued (nn_net_stats_queue):
+     * a device is not left waiting while the host fills the next batch */
     long long ok = 0;
-    for (uint32_t i = 0; i < n; i += (uint32_t)s->B) {
-        if (gpp__cancelled(s)) return GPP_EAGAIN;
+    int32_t *prev_y = malloc(sizeof(int32_t) * (size_t)s->B);
+    if (!prev_y) return oom(s->err);
+    int rc = 0, prev = -1, k = 0;
+    float loss;
+    for (uint32_t i = 0; i < n; i += (uint32_t)s->B, k++) {
+        if (gpp__cancelled(s)) {
+            rc = GPP_EAGAIN;
+            break;
+        }
         int m = n - i < (uint32_t)s->B ? (int)(n - i) : s->B;
         gpp_data_fill(s->x, s->y, ds, idx + i, (uint32_t)m, &s->norm, GPP_DATA_AUG_NONE,
                       NULL);
-        int rc = nn_net_forward(s->net, s->x, s->y, m, 0, NULL, s->err);
-        if (rc != 0) return rc;
-        ok += nn_net_correct(s->net, s->y, m);
+        if ((rc = nn_net_forward(s->net, s->x, s->y, m, 0, NULL, s->err)) != 0) break;
+        nn_net_stats_queue(s->net, k & 1);
+        int right = 0;
+        if (prev >= 0 && (rc = nn_net_stats_take(s->net, prev, prev_y, &loss, &right, s->err)) != 0)
+            break;
+        ok += right;
+        memcpy(prev_y, s->y, sizeof(int32_t) * (size_t)m);
+        prev = k & 1;
     }
+    if (rc == 0 && prev >= 0) {
+        int right = 0;
+        rc = nn_net_stats_take(s->net, prev, prev_y, &loss, &right, s->err);
+        ok += right;
+    }
+    free(prev_y);
+    if (rc != 0) return rc;
     *acc = n ? (double)ok / (double)n : 0.0;
     return 0;
 }
