@@ -1,4 +1,5 @@
-/* daemon/api_admin.c - /api/v1/tokens, /api/v1/datasets, /api/v1/workers. */
+/* daemon/api_admin.c - /api/v1/tokens, /api/v1/datasets, /api/v1/workers,
+ * /api/v1/models. */
 #include "api_internal.h"
 
 #include <ctype.h>
@@ -288,11 +289,6 @@ enum MHD_Result api__workers_list(api_req *r)
 
 /* ---- POST /api/v1/models -------------------------------------------------------------- */
 
-/* A trained network brought to gppd: the body (application/octet-stream,
- * streamed to an artifact by api.c) must be a .gppm checkpoint that gppd can
- * run -- the checks of the ONNX export.  201 with its sha256 (the job spec's
- * model.checkpoint) and what it holds; 200 when those bytes were there
- * already; 422 naming what is wrong, and nothing kept. */
 /* Would `bytes` more of uploaded models take the caller over the per-user
  * quota (upload-quota-mb)?  true with the 413 (or a store error) queued in
  * *reply; false when it fits or there is no quota. */
@@ -324,6 +320,12 @@ static pthread_mutex_t models_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static enum MHD_Result models_upload_locked(api_req *r);
 
+/* A trained network brought to gppd: the body (application/octet-stream,
+ * streamed to an artifact by api.c) must be a .gppm checkpoint that gppd can
+ * run -- the checks of the ONNX export.  201 with its sha256 (the job spec's
+ * model.checkpoint) and what it holds; 200 when those bytes were there
+ * already; 422 naming what is wrong, 413 over the sender's quota, and
+ * nothing kept. */
 enum MHD_Result api__models_upload(api_req *r)
 {
     pthread_mutex_lock(&models_mu);

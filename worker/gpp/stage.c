@@ -280,6 +280,15 @@ static const char *const train_names[] = {"loss", "ce", "batch_accuracy", "lr", 
                                           "push", "sep", "cov", "align", "top_share",
                                           "alpha", "beta", "gamma"};
 
+/* A loss that is not finite stops the stage ("diverged"). */
+static int check_loss(gpp__stage *s, const gpp__phase *ph, float ce, long long step, float lr)
+{
+    if (isfinite(ce)) return 0;
+    return gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
+                         "%s: the loss is %g at step %lld (learning rate %g too high?)",
+                         ph->name, ce, step, lr);
+}
+
 /* Take a pending step's numbers, emit its metrics point (images/s over the
  * time since the last point, or since it began) and check for divergence. */
 static int take_step(gpp__stage *s, const gpp__phase *ph, pending_step *p, long long nb,
@@ -297,11 +306,7 @@ static int take_step(gpp__stage *s, const gpp__phase *ph, pending_step *p, long 
     s->iter = p->iter;
     emit(s, ph->name, (double)p->step / (double)nb, 0, 5, train_names, vals);
     s->iter = iter;
-    if (!isfinite(ce))
-        return gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
-                             "%s: the loss is %g at step %lld (learning rate %g too high?)",
-                             ph->name, ce, p->step, p->lr);
-    return 0;
+    return check_loss(s, ph, ce, p->step, p->lr);
 }
 
 /* gpp__phase_run: see stage_ctx.h. */
@@ -408,7 +413,6 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
                  "gamma %g (x lambda %g, ramped over %g epochs), %s separation",
                  M, k_top, sp->push.alpha, sp->push.beta, sp->push.gamma, lam,
                  sp->push.ramp_epochs, sp->push.separation == GPP_SEPARATION_EIGEN ? "eigen" : "diag");
-    static const char *const *const tnames = train_names;
     static const char *const knames[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
                                          "distill"};
     while (step < total) {
@@ -499,13 +503,8 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
                                pr.top_share, a, b, g};
             if (kd_w > 0) vals[5] = kd;
             emit(s, ph->name, (double)step / (double)nb, 0, push ? 13 : kd_w > 0 ? 6 : 5,
-                 kd_w > 0 ? knames : tnames, vals);
-            if (!isfinite(ce)) {
-                rc = gpp_error_set(s->err, GPP_EINVAL, "diverged", "train.lr",
-                                   "%s: the loss is %g at step %lld (learning rate %g too high?)",
-                                   ph->name, ce, step, lr);
-                goto done;
-            }
+                 kd_w > 0 ? knames : train_names, vals);
+            if ((rc = check_loss(s, ph, ce, step, lr)) != 0) goto done;
         }
         gpp__progress(s, (double)step / (double)total);
         if (step % nb == 0) {

@@ -225,6 +225,7 @@ struct nn_net {
     float *loss_slot;          /* backend memory: the last forward's loss */
     float *spin[2];            /* nn_net_stats_queue: loss + logits [batch, classes] */
     int stat_n[2];             /* samples queued in each (0: none) */
+    size_t spin_floats;        /* floats each spin holds */
     long long sgd_steps;       /* SGD steps taken (0: no momentum buffer yet) */
     gpp_rng rng;               /* dropout masks */
     int batch;                 /* reserved batch (0: none) */

@@ -697,16 +697,18 @@ int nn_net_reserve(nn_net *net, int batch, gpp_error *err)
         }
     }
     /* nn_net_stats_queue's two host buffers: the loss, then the logits */
-    for (int k = 0; k < 2; k++) {
+    const size_t sfloats = 1 + (size_t)batch * (size_t)net->classes;
+    for (int k = 0; k < 2 && sfloats > net->spin_floats; k++) {
         net->ctx->be->download_wait(net->ctx, k);
         net->ctx->be->host_free(net->ctx, net->spin[k]);
         net->stat_n[k] = 0;
-        net->spin[k] = net->ctx->be->host_alloc(
-            net->ctx, sizeof(float) * (1 + (size_t)batch * (size_t)net->classes));
-        if (!net->spin[k])
+        if (!(net->spin[k] = net->ctx->be->host_alloc(net->ctx, sizeof(float) * sfloats))) {
+            net->spin_floats = 0;
             return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
                                  "out of host memory for the batch statistics");
+        }
     }
+    if (sfloats > net->spin_floats) net->spin_floats = sfloats;
     net->batch = batch;
     net->cur_n = 0;
     return 0;
@@ -1144,6 +1146,20 @@ float nn_lr_at(const nn_lr_schedule *s, int t)
     }
 }
 
+/* How many of the n rows of logits z [n, C] have their argmax at the label. */
+static int count_right(const float *z, int n, int C, const int32_t *labels)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = z + (size_t)i * C;
+        int best = 0;
+        for (int k = 1; k < C; k++)
+            if (r[k] > r[best]) best = k;
+        ok += best == labels[i];
+    }
+    return ok;
+}
+
 /* nn_net_correct: see gpp/nn.h. */
 int nn_net_correct(const nn_net *net, const int32_t *labels, int n)
 {
@@ -1151,16 +1167,7 @@ int nn_net_correct(const nn_net *net, const int32_t *labels, int n)
     if (n > net->cur_n) n = net->cur_n;
     const float *z = nn__host_view(net, nn__node_out(net, sm->in[0]),
                                    sizeof(float) * (size_t)n * sm->C);
-    if (!z) return 0;
-    int ok = 0;
-    for (int i = 0; i < n; i++) {
-        const float *r = z + (size_t)i * sm->C;
-        int best = 0;
-        for (int k = 1; k < sm->C; k++)
-            if (r[k] > r[best]) best = k;
-        ok += best == labels[i];
-    }
-    return ok;
+    return z ? count_right(z, n, sm->C, labels) : 0;
 }
 
 /* nn_net_stats_queue: see gpp/nn.h. */
@@ -1190,17 +1197,8 @@ int nn_net_stats_take(nn_net *net, int slot, const int32_t *labels, float *loss,
     net->stat_n[slot] = 0;
     int rc = nn__ctx_error(ctx, err);
     if (rc != 0) return rc;
-    const float *z = net->spin[slot] + 1;
-    int ok = 0;
-    for (int i = 0; i < n; i++) {
-        const float *r = z + (size_t)i * C;
-        int best = 0;
-        for (int k = 1; k < C; k++)
-            if (r[k] > r[best]) best = k;
-        ok += best == labels[i];
-    }
     *loss = net->spin[slot][0];
-    *correct = ok;
+    *correct = count_right(net->spin[slot] + 1, n, C, labels);
     return 0;
 }
 

@@ -487,6 +487,32 @@ static void test_bn_recalibrate(void **state)
     cJSON_Delete(q);
 }
 
+/* A learning rate that blows the loss up stops the train stage with
+ * "diverged" naming train.lr (the loss is read one step late, and still
+ * caught), and writes no checkpoint. */
+static void test_diverged(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    char text[2048], out[4200];
+    snprintf(text, sizeof text, SPEC0_FMT,
+             "[{\"type\":\"flatten\",\"name\":\"fl\"},{\"type\":\"fc\",\"name\":\"fc1\","
+             "\"out\":32},{\"type\":\"relu\",\"name\":\"r\"},{\"type\":\"fc\",\"name\":\"fc\","
+             "\"out\":4}]",
+             ",\"train\":{\"epochs\":30,\"batch_size\":16,\"lr\":10,\"momentum\":0.99,\"weight_decay\":0,\"schedule\":\"constant\"}");
+    gpp_jobspec *spec = sf_spec(text);
+    snprintf(out, sizeof out, "%s/dv.gppm", e->dir);
+    gpp_stage_req req = {.spec = spec, .kind = GPP_STAGE_TRAIN, .output = out, .data = e->d,
+                         .threads = 1};
+    int rc = gpp_stage_run(&req, NULL, NULL, &err);
+    gpp_jobspec_free(spec);
+    assert_int_not_equal(rc, 0);
+    assert_string_equal(err.code, "diverged");
+    assert_string_equal(err.field, "train.lr");
+    assert_non_null(strstr(err.message, "the loss is"));
+    assert_int_not_equal(access(out, F_OK), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +524,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_final_finetune_and_distill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_compare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bn_recalibrate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_diverged, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
