@@ -8,7 +8,8 @@
 # Unpacks .devcarry/gppdev.tar.xz to /tmp/gppdev (binaries + the libraries
 # the machine lacks), finds the machine's cuBLAS, prints nvidia-smi, runs
 # the gpu suite's executables directly (no meson there), the lenet5 loss
-# curve (part of test_cuda_net), `gpp-worker bench --device cuda` with per
+# curve (part of test_cuda_net), tests/gpu/e2e.py (gppd, a CUDA worker and
+# a small "device": "gpu" job over HTTP), `gpp-worker bench --device cuda` with per
 # layer times, and tests/bench/engine_vs_torch.sh --device cuda against the
 # machine's python3 torch.  Logs under $OUT (at most 8 files come back):
 #   device-run.log  everything, in order     summary.txt  one line per step
@@ -94,6 +95,13 @@ for v in im2col cudnn; do
 done
 grep -e '^gpp_' "$logs/cuda_gpp.log" | tee -a "$summary"
 grep -e '^# oom' "$logs/cuda_net.log" | tee -a "$summary"
+
+echo "== e2e: gppd + gpp-worker --device cuda:0 + a job over HTTP ($(elapsed))"
+timeout 200 python3 "$root/tests/gpu/e2e.py" "$work/bin" "$GPP_FMNIST_DIR" --device cuda:0 \
+    --timeout 180 > "$logs/e2e.log" 2>&1
+note "e2e: rc=$? ($(elapsed))"
+grep '^e2e:' "$logs/e2e.log" | tee -a "$summary"
+{ echo "==== e2e"; cat "$logs/e2e.log"; } >> "$out/tests.log"
 
 # a failed CUDA test again under compute-sanitizer (memcheck), where the
 # machine's runtime lets it read the device (Firecracker)

@@ -6,6 +6,7 @@
 #
 #   tests/gpu/pack.sh            (from anywhere; BUILD=/tmp/b-gpu-release)
 #
+# - gppd too, for tests/gpu/e2e.py (gppd + a CUDA worker + a job over HTTP);
 # - a release build with -Dcuda=enabled in $BUILD (outside the repo: only
 #   the packed binaries travel, so the build path does not matter there);
 # - the CUDA runtime is linked statically (libcudart_static.a); cuBLAS is
@@ -26,7 +27,7 @@ cd "$root"
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" -Dcuda=enabled --buildtype=release
 fi
-bins="worker/gpp-worker tests/gpu/test_cuda_layers tests/gpu/test_cuda_net tests/gpu/test_cuda_gpp tests/gpu/test_fakedev"
+bins="worker/gpp-worker daemon/gppd tests/gpu/test_cuda_layers tests/gpu/test_cuda_net tests/gpu/test_cuda_gpp tests/gpu/test_fakedev"
 ninja -C "$build" -j"${JOBS:-2}" $bins
 grep -q GPP_HAVE_CUDA.1 "$build/gpp_config.h" || { echo "pack: $build has no CUDA" >&2; exit 1; }
 
