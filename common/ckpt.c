@@ -812,27 +812,37 @@ int gpp_ckpt_read_buffer(const uint8_t *buf, size_t len, gpp_ckpt **out, gpp_err
 
 /* Read a regular file of at most 16 GiB into an aligned buffer and check
  * it; *out owns the buffer.  0 or a GPP_E* code with *out NULL. */
+/* Open the regular file at `path` for reading: 0 with *fd and *st, or
+ * GPP_ENOTFOUND / GPP_EIO (nothing left open). */
+static int open_regular(const char *path, int *fd, struct stat *st, gpp_error *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int e = errno;
+        return fail(err, e == ENOENT ? GPP_ENOTFOUND : GPP_EIO, "cannot open checkpoint '%s': %s",
+                    path, strerror(e));
+    }
+    int rc = 0;
+    if (fstat(*fd, st) != 0)
+        rc = fail(err, GPP_EIO, "cannot stat '%s': %s", path, strerror(errno));
+    else if (!S_ISREG(st->st_mode))
+        rc = fail(err, GPP_EIO, "checkpoint '%s' is not a regular file", path);
+    if (rc != 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
+}
+
 int gpp_ckpt_read_file(const char *path, gpp_ckpt **out, gpp_error *err)
 {
     if (!out || !path) return fail(err, GPP_EINVAL, "checkpoint reader: NULL argument");
     *out = NULL;
     gpp_ckpt *c = NULL;
-    int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return fail(err, e == ENOENT ? GPP_ENOTFOUND : GPP_EIO, "cannot open checkpoint '%s': %s",
-                    path, strerror(e));
-    }
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = fail(err, GPP_EIO, "cannot stat '%s': %s", path, strerror(errno));
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = fail(err, GPP_EIO, "checkpoint '%s' is not a regular file", path);
-        goto out;
-    }
+    int rc = open_regular(path, &fd, &st, err);
+    if (rc != 0) return rc;
     if ((uint64_t)st.st_size > GPP_CKPT_MAX_FILE || (uint64_t)st.st_size > SIZE_MAX / 2) {
         rc = fail(err, GPP_ETOOBIG, "checkpoint '%s' is %lld bytes, over the 16 GiB limit", path,
                   (long long)st.st_size);
@@ -863,21 +873,13 @@ int gpp_ckpt_read_json(const char *path, char **json, gpp_error *err)
 {
     if (!json || !path) return fail(err, GPP_EINVAL, "checkpoint reader: NULL argument");
     *json = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return fail(err, e == ENOENT ? GPP_ENOTFOUND : GPP_EIO, "cannot open checkpoint '%s': %s",
-                    path, strerror(e));
-    }
+    int fd;
+    struct stat st;
+    int rc = open_regular(path, &fd, &st, err);
+    if (rc != 0) return rc;
     uint8_t h[GPP_CKPT_HEADER_SIZE];
     char *doc = NULL;
-    int rc = 0;
-    struct stat st;
     ssize_t k;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = fail(err, GPP_EIO, "checkpoint '%s' is not a readable regular file", path);
-        goto out;
-    }
     do k = pread(fd, h, sizeof h, 0); while (k < 0 && errno == EINTR);
     if (k != (ssize_t)sizeof h || memcmp(h, GPP_CKPT_MAGIC, 8) != 0) {
         rc = fail(err, GPP_EFORMAT, "not a gppm checkpoint: bad magic bytes or a short header");

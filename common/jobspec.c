@@ -919,3 +919,9 @@ int gpp_jobspec_has_finetune(const gpp_jobspec *spec)
 {
     return spec && spec->iterations > 0 && spec->prune.final_finetune_epochs > 0;
 }
+
+int gpp_jobspec_val_from_test(const gpp_jobspec *spec)
+{
+    return spec->data.val_from == GPP_VAL_FROM_TEST ||
+           (spec->data.val_from == GPP_VAL_FROM_AUTO && spec->model_kind == GPP_MODEL_CHECKPOINT);
+}

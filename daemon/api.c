@@ -579,22 +579,22 @@ static bool request_begin(api_req *r, const char *method, enum MHD_Result *ret)
     }
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
+    /* an upload is also held to the whole per-user quota here (the handler
+     * checks the rest: bytes the sender holds already do not count again,
+     * and it knows them only once it has read them) */
     int64_t n, max = r->route->upload ? API_UPLOAD_MAX : API_BODY_MAX;
+    const int64_t quota = r->route->upload ? r->d->cfg.upload_quota_mb << 20 : 0;
+    if (quota > 0 && quota < max)
+        max = quota;
     if (api_route_body_too_big(cl, max, &n)) {
-        *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
-                                " is %lld", (long long)n, (long long)max);
-        return true;
-    }
-    /* an upload larger than the whole per-user quota, before a byte of it
-     * is read (the handler checks the rest: bytes the sender holds already
-     * do not count again, and it knows them only once it has read them) */
-    int64_t declared;
-    if (r->route->upload && cl && gpp__parse_i64(cl, 0, INT64_MAX, &declared) == 0 &&
-        r->d->cfg.upload_quota_mb > 0 && declared > (r->d->cfg.upload_quota_mb << 20)) {
-        *ret = api__reply_error(r, 413, "too_large", "",
-                                "over your upload quota: this upload is %.1f MiB and the quota "
-                                "is %lld MiB", declared / 1048576.0,
-                                (long long)r->d->cfg.upload_quota_mb);
+        if (max == quota)
+            *ret = api__reply_error(r, 413, "too_large", "",
+                                    "over your upload quota: this upload is %.1f MiB and the "
+                                    "quota is %lld MiB", n / 1048576.0,
+                                    (long long)r->d->cfg.upload_quota_mb);
+        else
+            *ret = api__reply_error(r, 413, "too_large", "", "the body is %lld bytes; the limit"
+                                    " is %lld", (long long)n, (long long)max);
         return true;
     }
     /* a large file over a slow link takes longer than a JSON body */

@@ -44,8 +44,8 @@ int artifacts_path(const artifacts *a, const char *hex, char *buf, size_t n);
 /* 1 if the artifact file exists, 0 if not, < 0 for a bad name. */
 int artifacts_exists(const artifacts *a, const char *hex);
 
-/* Remove an artifact file (one that turned out unusable before anything
- * recorded it): 0 (also when it is not there), GPP_EINVAL, GPP_EIO. */
+/* Remove an artifact file (an upload gppd refused, or one no upload and no
+ * job names any more): 0 (also when it is not there), GPP_EINVAL, GPP_EIO. */
 int artifacts_remove(const artifacts *a, const char *hex);
 
 /* Re-hash an artifact file and compare with its name: 0, GPP_ECHECKSUM,

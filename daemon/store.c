@@ -432,6 +432,28 @@ static void bind_time(sqlite3_stmt *q, int i, int64_t v)
         sqlite3_bind_null(q, i);
 }
 
+/* Record checkpoint artifact sha256 (ignored when it is there): a stage's
+ * output (job_seq, stage_idx) or an upload (job_seq 0).  Under s->mu. */
+static int artifact_insert(store *s, const char *sha256, int64_t size, int64_t job_seq,
+                           int stage_idx, int64_t now, gpp_error *err)
+{
+    sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
+    if (!q)
+        return s->st_rc;
+    bind_text(q, 1, sha256);
+    sqlite3_bind_int64(q, 2, size);
+    bind_text(q, 3, "checkpoint");
+    if (job_seq) {
+        sqlite3_bind_int64(q, 4, job_seq);
+        sqlite3_bind_int(q, 5, stage_idx);
+    } else {
+        sqlite3_bind_null(q, 4);
+        sqlite3_bind_null(q, 5);
+    }
+    sqlite3_bind_int64(q, 6, now);
+    return exec_stmt(s, q, "artifact insert", err);
+}
+
 static char *col_dup(sqlite3_stmt *q, int i)
 {
     const unsigned char *t = sqlite3_column_text(q, i);
@@ -1618,20 +1640,8 @@ int store_stage_update(store *s, int64_t job_seq, int idx, const store_stage_cha
     if (rc == 0)
         rc = event_stage(s, job_seq, j.id, idx, g.kind, c->state, attempt, c->reason,
                          assign ? c->worker_id : g.worker_id, err);
-    if (rc == 0 && c->output_sha256 && c->output_size > 0) {
-        q = st(s, S_ARTIFACT_INSERT, err);
-        if (!q) {
-            rc = s->st_rc;
-            goto out;
-        }
-        bind_text(q, 1, c->output_sha256);
-        sqlite3_bind_int64(q, 2, c->output_size);
-        bind_text(q, 3, "checkpoint");
-        sqlite3_bind_int64(q, 4, job_seq);
-        sqlite3_bind_int(q, 5, idx);
-        sqlite3_bind_int64(q, 6, now);
-        rc = exec_stmt(s, q, "artifact insert", err);
-    }
+    if (rc == 0 && c->output_sha256 && c->output_size > 0)
+        rc = artifact_insert(s, c->output_sha256, c->output_size, job_seq, idx, now, err);
     if (rc != 0)
         goto out;
     /* the job follows its stages */
@@ -3138,34 +3148,6 @@ int64_t store_worker_count_active(store *s, gpp_error *err)
 
 /* ---- artifacts ----------------------------------------------------------- */
 
-int store_artifact_insert(store *s, const char *sha256_hex, int64_t size, const char *kind,
-                          int64_t job_seq, int stage_idx, gpp_error *err)
-{
-    pthread_mutex_lock(&s->mu);
-    int rc = 0;
-    sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
-    if (!q) {
-        rc = s->st_rc;
-        goto out;
-    }
-    bind_text(q, 1, sha256_hex);
-    sqlite3_bind_int64(q, 2, size);
-    bind_text(q, 3, kind);
-    if (job_seq)
-        sqlite3_bind_int64(q, 4, job_seq);
-    else
-        sqlite3_bind_null(q, 4);
-    if (stage_idx >= 0)
-        sqlite3_bind_int(q, 5, stage_idx);
-    else
-        sqlite3_bind_null(q, 5);
-    sqlite3_bind_int64(q, 6, gpp__now_ms());
-    rc = exec_stmt(s, q, "artifact insert", err);
-out:
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
 int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err)
 {
     pthread_mutex_lock(&s->mu);
@@ -3717,20 +3699,11 @@ int store_model_add(store *s, const store_model *m, bool *created, gpp_error *er
     int rc = tx_begin(s, err);
     if (rc != 0)
         goto out;
-    sqlite3_stmt *q = st(s, S_ARTIFACT_INSERT, err);
+    const int64_t now = gpp__now_ms();
+    if ((rc = artifact_insert(s, m->sha256, m->size, 0, -1, now, err)) != 0)
+        goto out;
+    sqlite3_stmt *q = st(s, S_MODEL_INSERT, err);
     if (!q) {
-        rc = s->st_rc;
-        goto out;
-    }
-    bind_text(q, 1, m->sha256);
-    sqlite3_bind_int64(q, 2, m->size);
-    bind_text(q, 3, "checkpoint");
-    sqlite3_bind_null(q, 4);
-    sqlite3_bind_null(q, 5);
-    sqlite3_bind_int64(q, 6, gpp__now_ms());
-    if ((rc = exec_stmt(s, q, "artifact insert", err)) != 0)
-        goto out;
-    if (!(q = st(s, S_MODEL_INSERT, err))) {
         rc = s->st_rc;
         goto out;
     }
@@ -3740,7 +3713,7 @@ int store_model_add(store *s, const store_model *m, bool *created, gpp_error *er
     sqlite3_bind_int64(q, 4, m->params);
     bind_text(q, 5, input);
     sqlite3_bind_int(q, 6, m->classes);
-    sqlite3_bind_int64(q, 7, gpp__now_ms());
+    sqlite3_bind_int64(q, 7, now);
     if ((rc = exec_stmt(s, q, "model upload insert", err)) != 0)
         goto out;
     if (created)

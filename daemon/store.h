@@ -404,10 +404,6 @@ void store_worker_free(store_worker *w, size_t n);
 /* Workers not lost or gone. */
 int64_t store_worker_count_active(store *s, gpp_error *err);
 
-/* Record an artifact (ignored when the sha256 exists). kind: checkpoint,
- * dataset, other; job_seq 0 / stage_idx -1 for none. */
-int store_artifact_insert(store *s, const char *sha256_hex, int64_t size, const char *kind,
-                          int64_t job_seq, int stage_idx, gpp_error *err);
 /* 1 when the artifact is recorded, 0 when not, < 0 on error. */
 int store_artifact_exists(store *s, const char *sha256_hex, gpp_error *err);
 /* The recorded size of an artifact: 0 with *size, GPP_ENOTFOUND, or an error. */

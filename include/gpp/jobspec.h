@@ -277,4 +277,8 @@ int gpp_jobspec_stage_count(const gpp_jobspec *spec);
  * iterations > 0 and prune.final_finetune_epochs > 0. */
 int gpp_jobspec_has_finetune(const gpp_jobspec *spec);
 
+/* Whether the validation images come out of the test set: data.val_from
+ * "test", or "auto" for a checkpoint model. */
+int gpp_jobspec_val_from_test(const gpp_jobspec *spec);
+
 #endif

@@ -229,16 +229,15 @@ int nn_net_correct(const nn_net *net, const int32_t *labels, int n);
 
 /* The same two numbers without waiting for the device: after a training
  * forward with labels, nn_net_stats_queue(net, slot) queues copies of the
- * step's loss and logits into slot 0 or 1 (two steps may be in flight);
- * nn_net_stats_take(net, slot, labels, ...) later waits for that copy and
- * gives the step's loss and how many of its samples (labels: the step's,
- * as many as it had) the logits got right; 0, or a device error.  A
- * training loop that takes step k's numbers after queueing step k+1 keeps
- * the device busy (nn_net_forward with a loss pointer and nn_net_correct
- * each wait for it). */
+ * step's loss and logits into slot 0 or 1 (two steps may be in flight) and
+ * keeps its labels; nn_net_stats_take(net, slot, ...) later waits for that
+ * copy and gives the step's loss and how many of its samples the logits got
+ * right; 0, or a device error (GPP_EINVAL: nothing queued in the slot, or a
+ * forward without labels).  A training loop that takes step k's numbers
+ * after queueing step k+1 keeps the device busy (nn_net_forward with a loss
+ * pointer and nn_net_correct each wait for it). */
 void nn_net_stats_queue(nn_net *net, int slot);
-int nn_net_stats_take(nn_net *net, int slot, const int32_t *labels, float *loss, int *correct,
-                      gpp_error *err);
+int nn_net_stats_take(nn_net *net, int slot, float *loss, int *correct, gpp_error *err);
 
 /* ---- looking inside ---------------------------------------------------------- */
 

@@ -909,6 +909,24 @@ def upload(g, body, token='admin', ctype='application/octet-stream'):
     return g.request('POST', '/api/v1/models', body=body, token=token, ctype=ctype)
 
 
+def trained_gppm(g, name, **over):
+    """A .gppm trained on the tiny set by `gpp-worker run` (training only,
+    the job spec's fields `over` on top), and the run's summary."""
+    out = os.path.join(g.tmp, name)
+    spec = tiny_job(dataset={'format': 'idx', 'path': os.path.join(g.tmp, 'ds-tiny')},
+                    iterations=0, **over)
+    path = out + '.json'
+    with open(path, 'w') as f:
+        json.dump(spec, f)
+    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'run', path, '--out', out],
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    with open(os.path.join(out, 'stage-00-train.gppm'), 'rb') as f:
+        trained = f.read()
+    with open(os.path.join(out, 'summary.json')) as f:
+        return trained, json.load(f)
+
+
 def test_upload(g):
     """A trained network brought to gppd: POST /api/v1/models stores a .gppm
     (content-addressed, once), refuses what gppd could not run with the reason
@@ -917,18 +935,8 @@ def test_upload(g):
     register_tiny(g)
     tiny = os.path.join(g.tmp, 'ds-tiny')
     # a checkpoint made outside this gppd: `gpp-worker run`, training only
-    run_dir = os.path.join(g.tmp, 'run')
     # (a low rate: short of 100 %, so a wrong normalisation would show)
-    spec = tiny_job(dataset={'format': 'idx', 'path': tiny}, iterations=0, train={'lr': 0.0001})
-    with open(os.path.join(g.tmp, 'train.json'), 'w') as f:
-        json.dump(spec, f)
-    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'run', os.path.join(g.tmp, 'train.json'),
-                        '--out', run_dir], capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stdout + p.stderr
-    with open(os.path.join(run_dir, 'stage-00-train.gppm'), 'rb') as f:
-        trained = f.read()
-    with open(os.path.join(run_dir, 'summary.json')) as f:
-        run_sum = json.load(f)
+    trained, run_sum = trained_gppm(g, 'run', train={'lr': 0.0001})
     sha = hashlib.sha256(trained).hexdigest()
     arts = os.path.join(g.data_dir, 'artifacts')
 
@@ -1033,28 +1041,13 @@ def test_upload(g):
     assert job['summary']['size_first']['params'] < got['params'], job['summary']
 
 
-def trained_gppm(g, seed):
-    """A .gppm trained on the tiny set by `gpp-worker run` (training only)."""
-    tiny = os.path.join(g.tmp, 'ds-tiny')
-    out = os.path.join(g.tmp, 'run-%d' % seed)
-    spec = tiny_job(dataset={'format': 'idx', 'path': tiny}, iterations=0, seed=seed)
-    path = os.path.join(g.tmp, 'train-%d.json' % seed)
-    with open(path, 'w') as f:
-        json.dump(spec, f)
-    p = subprocess.run([os.environ['GPP_WORKER_RUN'], 'run', path, '--out', out],
-                       capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stdout + p.stderr
-    with open(os.path.join(out, 'stage-00-train.gppm'), 'rb') as f:
-        return f.read()
-
-
 def test_models(g):
     """Uploaded models are listed, read and deleted per user: a user sees
     their own uploads (an admin everyone's); DELETE is refused while a queued
     or running job uses the checkpoint; the file goes with the last upload
     once no job names it, and the same bytes can be uploaded again."""
     register_tiny(g)
-    a, b = trained_gppm(g, 1), trained_gppm(g, 2)
+    a, b = trained_gppm(g, 'run-1', seed=1)[0], trained_gppm(g, 'run-2', seed=2)[0]
     sa, sb = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
     assert sa != sb
     arts = os.path.join(g.data_dir, 'artifacts')
@@ -1149,7 +1142,7 @@ def test_models(g):
     # a per-user quota (upload-quota-mb): 3 MiB holds one of these (1.6 MiB)
     # but not two; what a user holds already is free to send again, and
     # another user has a quota of their own
-    c = trained_gppm(g, 3)
+    c = trained_gppm(g, 'run-3', seed=3)[0]
     sc = hashlib.sha256(c).hexdigest()
     g.stop()
     g.args += ['--upload-quota-mb', '3']

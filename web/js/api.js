@@ -142,6 +142,20 @@ export function pageOf(body, key) {
   return { items: Array.isArray(items) ? items : [], next: next ? String(next) : '' };
 }
 
+/** Every item of a paged list (GET path?limit=&cursor=, the items under `key`),
+ * following next_cursor for at most maxPages pages. */
+export async function fetchAll(path, key, limit, maxPages = 10) {
+  const all = [];
+  let cursor = '';
+  for (let i = 0; i < maxPages; i++) {
+    const page = pageOf(await api(path, { query: { limit, cursor: cursor || undefined } }), key);
+    all.push(...page.items);
+    cursor = page.next;
+    if (!cursor) break;
+  }
+  return all;
+}
+
 /** Download a binary response (it needs the Authorization header, so no plain link). */
 export async function download(path, query, filename) {
   const res = await api(path, { query, raw: true });

@@ -73,9 +73,7 @@ int gpp_stage_data_open(const gpp_jobspec *spec, const char *datasets_dir,
                           ? (uint32_t)spec->data.test_limit : 0,
         .val_fraction = spec->data.val_fraction,
         .seed = (uint64_t)spec->seed,
-        .val_from_test = spec->data.val_from == GPP_VAL_FROM_TEST ||
-                         (spec->data.val_from == GPP_VAL_FROM_AUTO &&
-                          spec->model_kind == GPP_MODEL_CHECKPOINT),
+        .val_from_test = gpp_jobspec_val_from_test(spec),
     };
     if ((rc = gpp_data_split_new(&d->split, d->train, d->test, &so, err)) != 0) goto fail;
     if (spec->data.normalize) {

@@ -86,8 +86,6 @@ int gpp__evaluate(gpp__stage *s, const gpp_dataset *ds, const uint32_t *idx, uin
     /* batch k's count is taken once batch k+1 is queued (nn_net_stats_queue):
      * a device is not left waiting while the host fills the next batch */
     long long ok = 0;
-    int32_t *prev_y = malloc(sizeof(int32_t) * (size_t)s->B);
-    if (!prev_y) return oom(s->err);
     int rc = 0, prev = -1, k = 0;
     float loss;
     for (uint32_t i = 0; i < n; i += (uint32_t)s->B, k++) {
@@ -101,18 +99,16 @@ int gpp__evaluate(gpp__stage *s, const gpp_dataset *ds, const uint32_t *idx, uin
         if ((rc = nn_net_forward(s->net, s->x, s->y, m, 0, NULL, s->err)) != 0) break;
         nn_net_stats_queue(s->net, k & 1);
         int right = 0;
-        if (prev >= 0 && (rc = nn_net_stats_take(s->net, prev, prev_y, &loss, &right, s->err)) != 0)
+        if (prev >= 0 && (rc = nn_net_stats_take(s->net, prev, &loss, &right, s->err)) != 0)
             break;
         ok += right;
-        memcpy(prev_y, s->y, sizeof(int32_t) * (size_t)m);
         prev = k & 1;
     }
     if (rc == 0 && prev >= 0) {
         int right = 0;
-        rc = nn_net_stats_take(s->net, prev, prev_y, &loss, &right, s->err);
+        rc = nn_net_stats_take(s->net, prev, &loss, &right, s->err);
         ok += right;
     }
-    free(prev_y);
     if (rc != 0) return rc;
     *acc = n ? (double)ok / (double)n : 0.0;
     return 0;
@@ -273,7 +269,6 @@ typedef struct pending_step {
     long long step, iter;   /* the step count and s->iter after it */
     float lr;
     double t0;              /* when it began */
-    int32_t *y;             /* its labels */
 } pending_step;
 
 static const char *const train_names[] = {"loss", "ce", "batch_accuracy", "lr", "images_per_s",
@@ -297,7 +292,7 @@ static int take_step(gpp__stage *s, const gpp__phase *ph, pending_step *p, long 
     float ce = 0.0f;
     int correct = 0;
     p->on = 0;
-    int rc = nn_net_stats_take(s->net, p->slot, p->y, &ce, &correct, s->err);
+    int rc = nn_net_stats_take(s->net, p->slot, &ce, &correct, s->err);
     if (rc != 0) return rc;
     double now = now_s(), dt = now - (*last > p->t0 ? *last : p->t0);
     *last = now;
@@ -337,12 +332,8 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
     const int defer = !push && kd_w <= 0;
     pending_step pend = {0};
     double last_take = 0.0;
-    if (defer && !(pend.y = malloc(sizeof(int32_t) * (size_t)Bi))) return oom(s->err);
     int rc = gpp_data_iter_new(&it, d->train, d->split->train, d->split->n_train, &io, s->err);
-    if (rc != 0) {
-        free(pend.y);
-        return rc;
-    }
+    if (rc != 0) return rc;
     if (kd_w > 0) {
         nn_node_info li, ti;
         Ls = nn_net_logits(s->net);
@@ -490,8 +481,7 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
             s->iter++;
             if (pend.on && (rc = take_step(s, ph, &pend, nb, &last_take)) != 0) goto done;
             pend = (pending_step){.on = 1, .slot = slot, .m = (int)m, .step = step,
-                                  .iter = s->iter, .lr = lr, .t0 = t0, .y = pend.y};
-            memcpy(pend.y, s->y, sizeof(int32_t) * m);
+                                  .iter = s->iter, .lr = lr, .t0 = t0};
             if (step % nb == 0 && (rc = take_step(s, ph, &pend, nb, &last_take)) != 0) goto done;
         } else {
             int correct = nn_net_correct(s->net, s->y, (int)m);
@@ -516,7 +506,6 @@ int gpp__phase_run(gpp__stage *s, const gpp__phase *ph)
         }
     }
 done:
-    free(pend.y);
     gpp_data_iter_free(it);
     gpp_push_ws_free(ws);
     free(dH);

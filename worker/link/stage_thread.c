@@ -196,9 +196,10 @@ void wl_stage_thread(void *arg)
     char *data_json = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "data"));
     char *ds_json = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, "dataset"));
     char key[sizeof data_cache.key];
-    /* the model's kind too: data.val_from "auto" depends on it */
+    /* where validation comes from as resolved: data.val_from "auto" depends
+     * on the model */
     snprintf(key, sizeof key, "%s|%s|%s|%d|%d", dsdir, ds_json ? ds_json : "",
-             data_json ? data_json : "", spec->seed, spec->model_kind == GPP_MODEL_CHECKPOINT);
+             data_json ? data_json : "", spec->seed, gpp_jobspec_val_from_test(spec));
     free(data_json);
     free(ds_json);
     cJSON_Delete(doc);

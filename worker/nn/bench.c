@@ -94,10 +94,10 @@ cJSON *nn_bench_run(const nn_bench_opts *o, gpp_error *err)
             nn_net_stats_queue(net, s & 1);
             if (nn_net_backward(net, NULL, 0, err) != 0) goto done;
             nn_net_sgd_step(net, &opt);
-            if (s > 0 && nn_net_stats_take(net, (s - 1) & 1, y, &loss, &correct, err) != 0)
+            if (s > 0 && nn_net_stats_take(net, (s - 1) & 1, &loss, &correct, err) != 0)
                 goto done;
         }
-        if (nn_net_stats_take(net, (o->steps - 1) & 1, y, &loss, &correct, err) != 0) goto done;
+        if (nn_net_stats_take(net, (o->steps - 1) & 1, &loss, &correct, err) != 0) goto done;
         if (nn_ctx_synchronize(ctx, err) != 0) goto done;
         t_async = now_s() - t0;
     }

@@ -222,8 +222,10 @@ struct nn_net {
     float *xdev;               /* device: the batch [batch, C, H, W] */
     float *xpin;               /* device: pinned staging of the batch, then the labels */
     const float *xhost;        /* the caller's batch of the last forward */
+    const int32_t *yhost;      /* ... and its labels (NULL: none) */
     float *loss_slot;          /* backend memory: the last forward's loss */
     float *spin[2];            /* nn_net_stats_queue: loss + logits [batch, classes] */
+    int32_t *slab[2];          /* the labels of the step queued in each */
     int stat_n[2];             /* samples queued in each (0: none) */
     size_t spin_floats;        /* floats each spin holds */
     long long sgd_steps;       /* SGD steps taken (0: no momentum buffer yet) */

@@ -564,6 +564,7 @@ void nn_net_free(nn_net *net)
     for (int k = 0; k < 2; k++) {
         if (net->stat_n[k]) net->ctx->be->download_wait(net->ctx, k);
         net->ctx->be->host_free(net->ctx, net->spin[k]);
+        free(net->slab[k]);
     }
     if (!net->ctx->be->host) {
         net->ctx->be->free(net->ctx, net->arena);
@@ -701,8 +702,11 @@ int nn_net_reserve(nn_net *net, int batch, gpp_error *err)
     for (int k = 0; k < 2 && sfloats > net->spin_floats; k++) {
         net->ctx->be->download_wait(net->ctx, k);
         net->ctx->be->host_free(net->ctx, net->spin[k]);
+        free(net->slab[k]);
         net->stat_n[k] = 0;
-        if (!(net->spin[k] = net->ctx->be->host_alloc(net->ctx, sizeof(float) * sfloats))) {
+        net->spin[k] = net->ctx->be->host_alloc(net->ctx, sizeof(float) * sfloats);
+        net->slab[k] = malloc(sizeof(int32_t) * (size_t)batch);
+        if (!net->spin[k] || !net->slab[k]) {
             net->spin_floats = 0;
             return gpp_error_set(err, GPP_ENOMEM, "out_of_memory", "",
                                  "out of host memory for the batch statistics");
@@ -907,6 +911,7 @@ int nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
     net->have_labels = labels != NULL;
     net->fused_out_owner = net->fused_dout_owner = 0;
     net->xhost = x;
+    net->yhost = labels;
     net->x = ctx->be->host ? x : net->xdev;
     net->cur_n = n;
     net->cur_train = train;
@@ -1181,12 +1186,12 @@ void nn_net_stats_queue(nn_net *net, int slot)
     ctx->be->download_async(ctx, net->spin[slot], net->loss_slot, sizeof(float), slot);
     ctx->be->download_async(ctx, net->spin[slot] + 1, nn__node_out(net, sm->in[0]),
                             sizeof(float) * (size_t)n * sm->C, slot);
-    net->stat_n[slot] = n;
+    if (net->yhost) memcpy(net->slab[slot], net->yhost, sizeof(int32_t) * (size_t)n);
+    net->stat_n[slot] = net->yhost ? n : 0;
 }
 
 /* nn_net_stats_take: see gpp/nn.h. */
-int nn_net_stats_take(nn_net *net, int slot, const int32_t *labels, float *loss, int *correct,
-                      gpp_error *err)
+int nn_net_stats_take(nn_net *net, int slot, float *loss, int *correct, gpp_error *err)
 {
     slot &= 1;
     nn_ctx *ctx = net->ctx;
@@ -1198,7 +1203,7 @@ int nn_net_stats_take(nn_net *net, int slot, const int32_t *labels, float *loss,
     int rc = nn__ctx_error(ctx, err);
     if (rc != 0) return rc;
     *loss = net->spin[slot][0];
-    *correct = count_right(net->spin[slot] + 1, n, C, labels);
+    *correct = count_right(net->spin[slot] + 1, n, C, net->slab[slot]);
     return 0;
 }
 

@@ -4,7 +4,7 @@
 // (DELETE /api/v1/models/{sha256}) asks once more on the same button, and
 // says why when gppd refuses (a queued or running job uses the model).
 
-import { api, pageOf } from '../api.js';
+import { api, fetchAll } from '../api.js';
 import { h, replace, announce, setBusy, fmtCount, fmtTime } from '../dom.js';
 
 export const NAME = 'models';
@@ -93,14 +93,7 @@ export async function render(main, route, ctx) {
 
   async function load() {
     try {
-      const all = [];
-      let cursor = '';
-      for (let i = 0; i < 10; i++) {
-        const page = pageOf(await api('/models', { query: { limit: 1000, cursor: cursor || undefined } }), 'models');
-        all.push(...page.items);
-        cursor = page.next;
-        if (!cursor) break;
-      }
+      const all = await fetchAll('/models', 'models', 1000);
       if (!alive) return;
       models = all.reverse();
       error.hidden = true;

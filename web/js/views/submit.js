@@ -6,7 +6,7 @@
 // aria-invalid and focus.  Each form carries an Idempotency-Key, so a
 // double submit makes one job.
 
-import { api, pageOf, ApiError } from '../api.js';
+import { api, pageOf, fetchAll, ApiError } from '../api.js';
 import { h, replace, announce, setBusy, fmtCount, fmtTime } from '../dom.js';
 import { SECTIONS, FIELDS, ZOO, inputId, toText, readField, setPath, fieldFor, FieldError } from '../jobspec.js';
 
@@ -105,8 +105,7 @@ export async function render(main, route, ctx) {
   inputOf('model').closest('.field').after(upField, mineField);
   async function loadMine(selected) {
     try {
-      const page = pageOf(await api('/models', { query: { limit: 1000 } }), 'models');
-      const items = page.items.slice().reverse();
+      const items = (await fetchAll('/models', 'models', 1000)).reverse();
       replace(mineSel, [h('option', { value: '' }, items.length ? `${items.length} uploaded` : 'none'),
         ...items.map((m) => h('option', { value: m.sha256, selected: m.sha256 === selected },
           `${m.sha256.slice(0, 12)}… · ${fmtCount(m.params)} params · ${m.input.join('×')} · ` +

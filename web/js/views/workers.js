@@ -4,7 +4,7 @@
 // (POST /api/v1/workers/{id}/drain: the worker finishes its stage and takes
 // nothing new).
 
-import { api, pageOf, ApiError } from '../api.js';
+import { api, fetchAll, ApiError } from '../api.js';
 import { h, replace, announce, fmtDuration, toDate, setBusy } from '../dom.js';
 import { readWorker, badge } from '../model.js';
 
@@ -104,14 +104,7 @@ export async function render(main, route, ctx) {
 
   async function load() {
     try {
-      const all = [];
-      let cursor = '';
-      for (let i = 0; i < 10; i++) {
-        const page = pageOf(await api('/workers', { query: { limit: 500, cursor: cursor || undefined } }), 'workers');
-        all.push(...page.items);
-        cursor = page.next;
-        if (!cursor) break;
-      }
+      const all = await fetchAll('/workers', 'workers', 500);
       if (!alive) return;
       workers = all.map(readWorker);
       error.hidden = true;
