@@ -182,6 +182,7 @@ static const field prune_fields[] = {
 static const field stop_fields[] = {
     NUM("max_accuracy_drop", 0, 0, 1, 0.01, stop.max_accuracy_drop),
     I64N("target_params", 1, MAX_SAFE_INT, stop.target_params),
+    INT("recover_epochs", 0, 1000, 9, stop.recover_epochs),
 };
 
 static const field data_fields[] = {

@@ -149,6 +149,16 @@ static cJSON *stage_json(const store_stage *g)
         if (cJSON_IsNumber(v))
             cJSON_AddNumberToObject(nums, fkeys[i], v->valuedouble);
     }
+    /* a prune below the stop rule's bound after its fine-tune, recovered
+     * stop.recover_epochs more before the rule judged it */
+    static const char *const rkeys[] = {"recover_epochs", "val_before_recover", "finetune_epochs"};
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(sum, "recover_epochs");
+    for (size_t i = 0; cJSON_IsObject(nums) && strcmp(g->kind, "prune") == 0 &&
+                       cJSON_IsNumber(rec) && i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sum, rkeys[i]);
+        if (cJSON_IsNumber(v))
+            cJSON_AddNumberToObject(nums, rkeys[i], v->valuedouble);
+    }
     /* a train stage that evaluated a checkpoint model instead of training */
     if (cJSON_IsObject(nums) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sum, "evaluated_only")))
         cJSON_AddTrueToObject(nums, "evaluated_only");

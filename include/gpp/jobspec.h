@@ -71,7 +71,12 @@
  *                 batch norms' running statistics are re-estimated on this
  *                 many training images; 0 = off; no effect without batch norm)
  *   iterations    integer 0..100 [4]
- *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null]
+ *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null];
+ *                 recover_epochs int 0..1000 [9] (a prune, not the last, whose
+ *                 validation accuracy after its fine-tune is more than
+ *                 max_accuracy_drop below the baseline's trains this many more
+ *                 epochs, one learning-rate cycle, before the stop rule judges
+ *                 it; 0 = judge at once)
  *   data          train_limit null or int 1..2^53 [null: all]; test_limit likewise;
  *                 val_fraction [0, 0.9] [0.1]; val_from "auto" | "train" | "test"
  *                 ["auto"]; augment "auto" | "none" | "crop-flip"
@@ -202,6 +207,9 @@ typedef struct gpp_jobspec_prune {
 typedef struct gpp_jobspec_stop {
     double max_accuracy_drop; /* [0, 1] [0.01] */
     int64_t target_params;    /* 1..2^53, 0 = null [null] */
+    int recover_epochs;       /* 0..1000 [9]: a prune below the accuracy bound
+                                 trains this many more epochs (one lr cycle)
+                                 before the stop rule judges it */
 } gpp_jobspec_stop;
 
 typedef struct gpp_jobspec_data {

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { launchBrowser, withGppd, signIn, shot, apiCall } from './harness.mjs';
+import { launchBrowser, withGppd, signIn, shot, apiCall, submitJob } from './harness.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -267,4 +267,32 @@ test('a tiny job runs on local workers and its page follows it live, across a re
     t.diagnostic(`done in ${Date.now() - t0} ms`);
     assert.ok(Date.now() - t0 < 150000, `took ${Date.now() - t0} ms`);
   }, { workers: 2 });
+});
+
+test('a prune the stop rule would judge below its bound shows the recovery it got first', async () => {
+  await withGppd(browser, 'live-recover', async (page, gppd) => {
+    // A harsh cut and a fine-tune rate too small to win anything back: the
+    // first prune is below the baseline's validation accuracy less 5 points
+    // after its fine-tune, recovers 1 more epoch (stop.recover_epochs), is
+    // still below, and the stop rule ends the loop there.
+    const job = await submitJob(gppd, {
+      dataset: 'fashion-mnist', model: 'lenet5', name: 'recover', iterations: 2,
+      train: { epochs: 1 }, data: { train_limit: 1000, test_limit: 300 },
+      prune: { ratio: 0.7, lr: 1e-6, final_finetune_epochs: 1 },
+      stop: { max_accuracy_drop: 0.05, recover_epochs: 1 },
+    });
+    await signIn(page, gppd, gppd.token, `#/jobs/${job.id}`);
+    await page.locator('.state-slot .badge', { hasText: 'succeeded' }).waitFor({ timeout: 120000 });
+    const api = (await apiCall(gppd, 'GET', `/api/v1/jobs/${job.id}`)).json;
+    const s = api.stages[2].summary;
+    assert.equal(s.recover_epochs, 1, JSON.stringify(s));
+    const prune = page.locator('ol.timeline > li.stage[data-idx="2"]');
+    assert.equal(await prune.getAttribute('data-kind'), 'prune');
+    const note = await prune.locator('.stage-reason').textContent();
+    const pct = (x) => `${(100 * x).toFixed(2)} %`;
+    assert.equal(note, `below the allowed drop after its fine-tune (validation ${pct(s.val_before_recover)}): 1 more epoch took it to ${pct(s.val_accuracy)}`);
+    // the stages the rule skipped say why
+    assert.match(await page.locator('ol.timeline > li.stage[data-idx="3"] .stage-reason').textContent(), /stopped early/);
+    await shot(page, 'job-recovered-prune');
+  }, { workers: 1 });
 });

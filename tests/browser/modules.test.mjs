@@ -21,7 +21,7 @@ const { readField, fieldFor, FIELDS, setPath, FieldError } = await import('../..
 const { groupNames, readMetrics, eventPoints, stageLayout, onSteps, stepAt } = await import('../../web/js/metrics.js');
 const { alignSeries } = await import('../../web/js/charts.js');
 const { pageOf } = await import('../../web/js/api.js');
-const { readJob, stageLabel } = await import('../../web/js/model.js');
+const { readJob, stageLabel, recoverNote } = await import('../../web/js/model.js');
 
 /** A server whose handler gets (req, res, n) with n the connection count. */
 async function server(handler) {
@@ -213,6 +213,16 @@ test('stages are laid end to end on one step axis; a retried stage keeps its new
   // without stages (an older server) everything is one stage, as before
   const flat = readMetrics({ series: { a: { iteration: [1, 2], value: [5, 6] } } });
   assert.deepEqual(onSteps(flat.series.get('a'), stageLayout(flat.series)), { x: [1, 2], y: [5, 6] });
+});
+
+test('a prune stage that needed a recovery says so, one that did not says nothing', () => {
+  assert.equal(recoverNote({ recover_epochs: 9, val_before_recover: 0.893, val_accuracy: 0.912 }),
+    'below the allowed drop after its fine-tune (validation 89.30 %): 9 more epochs took it to 91.20 %');
+  assert.equal(recoverNote({ recover_epochs: 1, val_before_recover: 0.5, val_accuracy: 0.5 }),
+    'below the allowed drop after its fine-tune (validation 50.00 %): 1 more epoch took it to 50.00 %');
+  assert.equal(recoverNote({ recover_epochs: 2 }), 'below the allowed drop after its fine-tune: 2 more epochs of recovery');
+  assert.equal(recoverNote({ val_accuracy: 0.9 }), '');
+  assert.equal(recoverNote(null), '');
 });
 
 test('a job from an uploaded model names its first stage "Evaluate the model"', () => {

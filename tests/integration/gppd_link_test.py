@@ -780,6 +780,36 @@ def test_stop_rules(g):
     assert job['summary']['size_first']['stage'] == 2, job['summary']
 
 
+def test_recover_before_stop(g):
+    """stop.recover_epochs through gppd: a prune whose validation accuracy
+    after its fine-tune is below the bound (the baseline's less
+    stop.max_accuracy_drop: a harsh cut, and a fine-tune learning rate too
+    small to win anything back) trains one more epoch before the stop rule
+    judges it; the API shows the recovery on the prune stage, and the rule
+    judges what it gave: still below, the loop ends there."""
+    register_tiny(g)
+    g.wait_workers(1)
+    job_id = g.submit(tiny_job(iterations=2, prune={'ratio': 0.7, 'final_finetune_epochs': 1,
+                                                    'lr': 1e-6},
+                               stop={'max_accuracy_drop': 0.05, 'recover_epochs': 1}))
+    job = g.wait_job(job_id)
+    assert job['state'] == 'succeeded', job
+    st = job['stages']
+    base = st[0]['summary']['val_accuracy']
+    p = st[2]
+    assert p['kind'] == 'prune' and p['state'] == 'succeeded', p
+    s = p['summary']
+    assert s.get("recover_epochs") == 1, (base, s)
+    assert s['val_before_recover'] < base - 0.05, (base, s)
+    assert s['finetune_epochs'] == 2, s     # prune.finetune_epochs 1, then 1 more
+    assert s['val_accuracy'] < base - 0.05, (base, s)
+    assert job['reason'].startswith('stopped early'), job
+    assert ('%.4f' % s['val_accuracy']) in job['reason'], job   # judged after the recovery
+    assert [x['state'] for x in st[3:5]] == ['skipped'] * 2, st
+    # a stage that needed no recovery shows none
+    assert 'recover_epochs' not in st[1]['summary'], st[1]
+
+
 def wait_frame(raw, want, timeout=15):
     """Frames until one of type `want` arrives; returns (payload, all frames)."""
     seen = []
@@ -1282,6 +1312,7 @@ GROUPS = {
     'drain': (test_drain, 0),
     'restart_local': (test_restart_local, 1),
     'stop_rules': (test_stop_rules, 1),
+    'recover_before_stop': (test_recover_before_stop, 1),
     'retry': (test_retry, 0),
     'upload': (test_upload, 1),
     'models': (test_models, 0),

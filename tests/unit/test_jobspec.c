@@ -300,6 +300,9 @@ static const reject_row rejects[] = {
     {"stop_target_params_high", S("\"stop\":{\"target_params\":1e16}"), "stop.target_params", "got 10000000000000000"},
     {"stop_target_params_fraction", S("\"stop\":{\"target_params\":1000.5}"), "stop.target_params", "got 1000.5"},
     {"stop_target_params_type", S("\"stop\":{\"target_params\":\"1M\"}"), "stop.target_params", "got \"1M\""},
+    {"stop_recover_epochs_low", S("\"stop\":{\"recover_epochs\":-1}"), "stop.recover_epochs", "got -1"},
+    {"stop_recover_epochs_high", S("\"stop\":{\"recover_epochs\":1001}"), "stop.recover_epochs", "got 1001"},
+    {"stop_recover_epochs_fraction", S("\"stop\":{\"recover_epochs\":1.5}"), "stop.recover_epochs", "got 1.5"},
     /* data */
     {"data_type", S("\"data\":null"), "data", "data must be an object, got null"},
     {"data_unknown", S("\"data\":{\"shuffle\":true}"), "data.shuffle", "unknown field data.shuffle"},
@@ -367,8 +370,10 @@ static const accept_row accepts[] = {
     {"prune_final_finetune_epochs_zero", S("\"prune\":{\"final_finetune_epochs\":0}"), "\"final_finetune_epochs\":0,"},
     {"prune_distill_bounds", S("\"prune\":{\"distill\":100,\"distill_temperature\":100}"), "\"distill\":100,\"distill_temperature\":100,"},
     {"prune_distill_off", S("\"prune\":{\"distill\":0,\"distill_temperature\":0.5}"), "\"distill\":0,\"distill_temperature\":0.5,"},
-    {"stop_target_params_max", S("\"stop\":{\"target_params\":9007199254740992}"), "\"target_params\":9007199254740992}"},
-    {"stop_target_params", S("\"stop\":{\"target_params\":25000}"), "\"target_params\":25000}"},
+    {"stop_target_params_max", S("\"stop\":{\"target_params\":9007199254740992}"), "\"target_params\":9007199254740992,"},
+    {"stop_target_params", S("\"stop\":{\"target_params\":25000}"), "\"target_params\":25000,"},
+    {"stop_recover_epochs", S("\"stop\":{\"recover_epochs\":0}"), "\"recover_epochs\":0}"},
+    {"stop_recover_epochs_max", S("\"stop\":{\"recover_epochs\":1000}"), "\"recover_epochs\":1000}"},
     {"data_limits", S("\"data\":{\"train_limit\":1,\"test_limit\":500}"), "\"train_limit\":1,\"test_limit\":500,"},
     {"data_val_fraction_bounds", S("\"data\":{\"val_fraction\":0.9}"), "\"val_fraction\":0.9,"},
     {"data_augment_crop_flip", S("\"data\":{\"augment\":\"crop-flip\",\"normalize\":false}"), "\"augment\":\"crop-flip\",\"normalize\":false}"},
@@ -605,6 +610,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->prune.bn_recalibrate, 1024);
     /* stop, data */
     assert_true(s->stop.max_accuracy_drop == 0.01);
+    assert_int_equal(s->stop.recover_epochs, 9);
     assert_true(s->stop.target_params == 0);
     assert_true(s->data.train_limit == 0);
     assert_true(s->data.test_limit == 0);
@@ -636,7 +642,7 @@ static void test_defaults_serialised(void **state)
         "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null,\"final_lr\":null,"
         "\"bn_recalibrate\":1024},"
         "\"iterations\":4,"
-        "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null},"
+        "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null,\"recover_epochs\":9},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
         "\"val_from\":\"auto\",\"augment\":\"auto\",\"normalize\":true}}");
     free(out);
@@ -975,7 +981,7 @@ static void test_round_trip_full(void **state)
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,"
         "\"reconstruct\":true,\"reconstruct_samples\":1024,\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,"
         "\"bn_recalibrate\":0},"
-        "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000},"
+        "\"iterations\":6,\"stop\":{\"max_accuracy_drop\":0.05,\"target_params\":1000000,\"recover_epochs\":5},"
         "\"data\":{\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"val_from\":\"test\",\"augment\":\"crop-flip\",\"normalize\":false}}";
     char *out = round_trip(full);
     /* every non-default value survives */
@@ -984,7 +990,7 @@ static void test_round_trip_full(void **state)
         "\"priority\":-5", "\"seed\":42", "\"max_restarts\":0", "\"weight_decay\":0.0001",
         "\"schedule\":\"step\",\"step_epochs\":10,\"gamma\":0.5", "\"separation\":\"eigen\",\"eigen_k\":9",
         "\"eps\":1e-08", "\"lr\":0.003}", "\"criterion\":\"random\",\"compare_cut\":false,\"lr\":0.001,\"final_lr\":0.0005,\"bn_recalibrate\":0}", "\"iterations\":6",
-        "\"target_params\":1000000}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"val_from\":\"test\",",
+        "\"target_params\":1000000,\"recover_epochs\":5}", "\"train_limit\":5000,\"test_limit\":1000,\"val_fraction\":0,\"val_from\":\"test\",",
         "\"final_finetune_epochs\":7,\"distill\":0.25,\"distill_temperature\":2.5,",
         "\"reconstruct\":true,",
     };

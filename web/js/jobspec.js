@@ -109,6 +109,7 @@ export const SECTIONS = [
     fields: [
       { path: 'stop.max_accuracy_drop', type: 'num', def: 0.01, rule: '[0, 1]: allowed drop from the baseline' },
       { path: 'stop.target_params', type: 'int', nullable: true, def: null, placeholder: 'none', rule: 'integer ≥ 1: stop at this size' },
+      { path: 'stop.recover_epochs', type: 'int', def: 9, rule: 'integer 0…1000: a prune that falls below the allowed drop trains this many more epochs before the stop rule judges it (0 = judge at once)' },
     ],
   },
   {

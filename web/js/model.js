@@ -48,6 +48,21 @@ const REASONS = {
   draining: 'its worker is draining',
 };
 
+/**
+ * What a prune stage's recovery did (stop.recover_epochs), in words, or ''
+ * when it had none: its fine-tune left it below the stop rule's bound, and
+ * it trained more epochs before the rule judged it.
+ */
+export function recoverNote(summary) {
+  const n = summary && Number(summary.recover_epochs);
+  if (!Number.isFinite(n) || n <= 0) return '';
+  const before = Number(summary.val_before_recover);
+  const after = Number(summary.val_accuracy);
+  const epochs = `${n} more epoch${n === 1 ? '' : 's'}`;
+  if (!Number.isFinite(before) || !Number.isFinite(after)) return `below the allowed drop after its fine-tune: ${epochs} of recovery`;
+  return `below the allowed drop after its fine-tune (validation ${fmtPct(before)}): ${epochs} took it to ${fmtPct(after)}`;
+}
+
 /** A stage / job reason code in words (unknown codes shown as they are). */
 export function reasonText(r) {
   if (!r) return '';

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "gpp/ckpt.h"
 #include "gpp/pick.h"
+#include "gpp/sha256.h"
 #include "gpp/stages.h"
 
 #define MAX_STAGES 256
@@ -606,7 +608,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: gpp-worker run JOB.json --out DIR [--resume] [--baselines[=LIST]]\n"
-            "                      [--schedule-baselines]\n"
+            "                      [--schedule-baselines] [--checkpoint FILE.gppm]\n"
             "                      [--threads N] [--device cpu|cuda[:N]] [--datasets DIR]\n"
             "\n"
             "Run a whole Grow-Push-Prune job here, no daemon: train, grow while it pays,\n"
@@ -619,7 +621,9 @@ static void usage(FILE *f)
             "widths and that architecture trained from scratch (same epoch budget);\n"
             "--baselines=LIST runs only those of l1,random,scratch (comma-separated);\n"
             "--schedule-baselines also L1 and random pruning on GPP's schedule: the\n"
-            "same widths after every iteration, each trained GPP's epochs at it.\n");
+            "same widths after every iteration, each trained GPP's epochs at it.\n"
+            "--checkpoint FILE.gppm is the trained network of a job whose model is\n"
+            "{\"checkpoint\": SHA256}: SHA256 must be the file's (sha256sum FILE).\n");
 }
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -655,10 +659,39 @@ static int parse_which(const char *list, unsigned *which)
     return 0;
 }
 
+/* The trained network of a job whose model is {"checkpoint": SHA256}: given
+ * with --checkpoint, and SHA256 must be the file's own (so a resumed run,
+ * whose job.json must match, cannot switch files). */
+static int check_model_file(const gpp_jobspec *spec, const char *ckpt, gpp_error *err)
+{
+    if (spec->model_kind != GPP_MODEL_CHECKPOINT) {
+        if (!ckpt) return 0;
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "model",
+                             "--checkpoint needs a job whose model is {\"checkpoint\": "
+                             "\"<the file's sha256>\"}; this job's is %s",
+                             spec->model_kind == GPP_MODEL_ZOO ? spec->model_zoo
+                                                               : "an inline network");
+    }
+    if (!ckpt)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "model",
+                             "model {\"checkpoint\": \"%s\"} names a trained network: give "
+                             "its file with --checkpoint FILE.gppm",
+                             spec->model_checkpoint);
+    uint8_t d[GPP_SHA256_LEN];
+    char hex[2 * GPP_SHA256_LEN + 1];
+    if (gpp_sha256_file(ckpt, d, err) != 0) return -1;
+    gpp_sha256_hex(d, hex);
+    if (strcasecmp(hex, spec->model_checkpoint) != 0)
+        return gpp_error_set(err, GPP_EINVAL, "invalid_argument", "model",
+                             "%s has sha256 %s, but the job names {\"checkpoint\": \"%s\"}",
+                             ckpt, hex, spec->model_checkpoint);
+    return 0;
+}
+
 /* gpp_run_main: see gpp/stages.h. */
 int gpp_run_main(int argc, char **argv)
 {
-    const char *job = NULL, *out = NULL, *datasets = NULL, *device = "cpu";
+    const char *job = NULL, *out = NULL, *datasets = NULL, *device = "cpu", *ckpt = NULL;
     int resume = 0, baselines = 0, threads = 0;
     unsigned which = 7;
     for (int i = 1; i < argc; i++) {
@@ -666,6 +699,7 @@ int gpp_run_main(int argc, char **argv)
         if (strcmp(a, "--out") == 0 && i + 1 < argc) out = argv[++i];
         else if (strcmp(a, "--datasets") == 0 && i + 1 < argc) datasets = argv[++i];
         else if (strcmp(a, "--device") == 0 && i + 1 < argc) device = argv[++i];
+        else if (strcmp(a, "--checkpoint") == 0 && i + 1 < argc) ckpt = argv[++i];
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -725,9 +759,8 @@ int gpp_run_main(int argc, char **argv)
         goto done;
     }
     r.spec = spec;
-    if (spec->model_kind == GPP_MODEL_CHECKPOINT) {
-        fail("model {\"checkpoint\": ...} names a daemon artifact; the local runner needs a zoo "
-             "name or an inline network");
+    if (check_model_file(spec, ckpt, &err) != 0) {
+        fail("%s", err.message);
         goto done;
     }
     if (mkdir(out, 0777) != 0 && errno != EEXIST) {
@@ -801,7 +834,7 @@ int gpp_run_main(int argc, char **argv)
     }
     r.stop_reason[0] = 0;
     printf("%s: %s on %s (%u train / %u val / %u test), %d threads -> %s\n", spec->name,
-           spec->model_kind == GPP_MODEL_ZOO ? spec->model_zoo : "inline network",
+           spec->model_kind == GPP_MODEL_ZOO ? spec->model_zoo : ckpt ? ckpt : "inline network",
            data->dir, data->split->n_train, data->split->n_val, data->split->n_test, threads, out);
     if (r.n > 0) printf("resuming after stage %02d (%s)\n", r.n - 1, gpp_stage_kind_name(r.res[r.n - 1].kind));
     struct sigaction sa;
@@ -823,10 +856,14 @@ int gpp_run_main(int argc, char **argv)
         path_in(out_path, sizeof out_path, out, name);
         path_in(part, sizeof part, out, pname);
         if (nx.input >= 0) path_in(in_path, sizeof in_path, out, r.res[nx.input].file);
+        /* a job from a trained network: the train stage evaluates the file */
+        if (nx.kind == GPP_STAGE_TRAIN && ckpt) snprintf(in_path, sizeof in_path, "%s", ckpt);
         if (nx.reference >= 0) path_in(ref_path, sizeof ref_path, out, r.res[nx.reference].file);
         gpp_stage_req req = {.spec = spec, .kind = nx.kind, .index = r.n,
                              .iteration = nx.iteration,
-                             .input = nx.input >= 0 ? in_path : NULL, .output = out_path,
+                             .input = nx.input >= 0 || (nx.kind == GPP_STAGE_TRAIN && ckpt)
+                                          ? in_path : NULL,
+                             .output = out_path,
                              .reference = nx.reference >= 0 ? ref_path : NULL,
                              .budget_epochs = nx.budget, .final_widths = nx.final_widths,
                              .partial = part, .data = data,

@@ -612,6 +612,16 @@ static cJSON *summary_new(gpp__stage *s, double val, double test)
     return o;
 }
 
+/* The baseline's validation accuracy as the input checkpoint's meta
+ * carries it (every stage writes it after the train or grow stage that set
+ * it), or -1. */
+static double baseline_val(const gpp__stage *s)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(s->in_doc, "meta"), "baseline_val_accuracy");
+    return cJSON_IsNumber(v) ? v->valuedouble : -1.0;
+}
+
 /* Evaluate (val, test) unless given (>= 0), report, and write the output. */
 static int finish(gpp__stage *s, double val, double test, cJSON **summary)
 {
@@ -632,7 +642,12 @@ static int finish(gpp__stage *s, double val, double test, cJSON **summary)
     cJSON *sum = summary_new(s, val, test);
     cJSON *meta = meta_new(s);
     cJSON *st = cJSON_CreateObject();
+    /* the baseline's validation accuracy travels with every checkpoint
+     * after it: a prune's recovery aims at the stop rule's bound */
+    const int is_base = s->req->kind == GPP_STAGE_TRAIN || s->req->kind == GPP_STAGE_GROW;
+    const double base_val = is_base ? val : baseline_val(s);
     if (!sum || !meta || !st || !cJSON_AddItemToObject(meta, "summary", cJSON_Duplicate(sum, 1)) ||
+        (base_val >= 0 && !cJSON_AddNumberToObject(meta, "baseline_val_accuracy", base_val)) ||
         !cJSON_AddStringToObject(st, "stage", gpp_stage_kind_name(s->req->kind)) ||
         !cJSON_AddNumberToObject(st, "stage_index", s->req->index) ||
         !cJSON_AddBoolToObject(st, "complete", 1)) {
@@ -850,6 +865,54 @@ static int load_teacher(gpp__stage *s, nn_net **teacher)
     return rc;
 }
 
+/* The phase a partial checkpoint being resumed was in ("" when none). */
+static const char *resume_phase(const gpp__stage *s)
+{
+    const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(s->resume, "state"), "phase"));
+    return n ? n : "";
+}
+
+#define SALT_RECOVER (SALT_TUNE + 1)
+
+/* A prune (not the last) whose validation accuracy after its fine-tune is
+ * below the stop rule's bound would end the loop; its short fine-tune,
+ * not necessarily its widths, may be what left it there.  It trains
+ * stop.recover_epochs more (one learning-rate cycle, phase "recover") and
+ * the stop rule judges what that gives.  A prune that does not fine-tune
+ * (prune.finetune_epochs 0) is not recovered either.  `resumed`: the stage
+ * restarts inside the recover phase.  *val: the last validation accuracy,
+ * when evaluated here (else left alone). */
+static int recover_to_bound(gpp__stage *s, gpp__phase *ph, int epochs, int resumed, double *val)
+{
+    const gpp_jobspec *sp = s->spec;
+    const double base = baseline_val(s), bound = base - sp->stop.max_accuracy_drop;
+    const int n = sp->stop.recover_epochs;
+    if (base < 0 || n <= 0 || epochs <= 0) return 0;
+    int rc;
+    if (!resumed) {
+        if ((rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, val)) != 0 || *val >= bound)
+            return rc;
+        gpp__log(s, "validation accuracy %.4f is below the bound %.4f (the baseline's %.4f - "
+                 "%.4f): %d more epoch%s before the stop rule judges it", *val, bound, base,
+                 sp->stop.max_accuracy_drop, n, n == 1 ? "" : "s");
+        if ((rc = extra_num(s, "val_before_recover", *val)) != 0 ||
+            (rc = extra_num(s, "recover_epochs", n)) != 0 ||
+            (rc = extra_num(s, "finetune_epochs", epochs + n)) != 0)
+            return rc;
+    }
+    s->prog0 = s->prog1 = 0.97;   /* progress holds (never goes back) while it recovers */
+    gpp__phase rp = {.name = "recover", .epochs = n, .lr = ph->lr, .salt = SALT_RECOVER,
+                     .teacher = ph->teacher};
+    if ((rc = gpp__phase_run(s, &rp)) != 0 ||
+        (rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, val)) != 0)
+        return rc;
+    gpp__log(s, "%s: %d more epoch%s took validation accuracy %.4f -> %.4f (the bound: %.4f)",
+             *val >= bound ? "back within the bound" : "still below the bound", n, n == 1 ? "" : "s",
+             extra_get(s, "val_before_recover", -1), *val, bound);
+    return 0;
+}
+
 static int stage_prune(gpp__stage *s, cJSON **summary)
 {
     const gpp_jobspec *sp = s->spec;
@@ -865,15 +928,18 @@ static int stage_prune(gpp__stage *s, cJSON **summary)
     int epochs = sp->prune.finetune_epochs;
     int last = s->req->iteration == sp->iterations - 1;
     if (last) epochs += sp->prune.final_finetune_epochs;
-    if ((rc = extra_num(s, "finetune_epochs", epochs)) != 0) return rc;
+    const int in_recover = strcmp(resume_phase(s), "recover") == 0;
+    if (!in_recover && (rc = extra_num(s, "finetune_epochs", epochs)) != 0) return rc;
     if ((rc = load_teacher(s, &teacher)) != 0) return rc;
     gpp__phase ph = {.name = "finetune", .epochs = epochs,
                      .lr = last ? final_lr(sp) : phase_lr(sp->prune.lr, sp),
                      .salt = SALT_TUNE, .teacher = teacher};
-    rc = gpp__phase_run(s, &ph);
+    double val = -1.0;
+    rc = in_recover ? 0 : gpp__phase_run(s, &ph);
+    if (rc == 0 && !last) rc = recover_to_bound(s, &ph, epochs, in_recover, &val);
     nn_net_free(teacher);
     if (rc != 0) return rc;
-    return finish(s, -1, -1, summary);
+    return finish(s, val, -1, summary);
 }
 
 /* The final recovery when the loop ended early: the size-first prune

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "gpp/ckpt.h"
+#include "gpp/sha256.h"
 #include "stage_fixture.h"
 
 static const char *const JOB =
@@ -460,6 +462,80 @@ static void test_eigen_push_stable(void **state)
  * every epoch GPP trained after the baseline, the recovery's included;
  * the same-schedule chains end with a step at the recovery's widths that
  * trains its epochs; --resume of the finished folder runs nothing more. */
+/* The tensors of two checkpoint files are the same bits. */
+static void same_tensor_bits(const char *a, const char *b)
+{
+    gpp_ckpt *x = NULL, *y = NULL;
+    assert_int_equal(gpp_ckpt_read_file(a, &x, NULL), 0);
+    assert_int_equal(gpp_ckpt_read_file(b, &y, NULL), 0);
+    assert_int_equal(gpp_ckpt_tensor_count(x), gpp_ckpt_tensor_count(y));
+    for (size_t i = 0; i < gpp_ckpt_tensor_count(x); i++) {
+        const gpp_tensor_view *v = gpp_ckpt_tensor(x, i), *w = gpp_ckpt_find(y, v->name);
+        assert_non_null(w);
+        assert_int_equal(v->count, w->count);
+        assert_memory_equal(v->data, w->data, v->count * sizeof(float));
+    }
+    gpp_ckpt_free(x);
+    gpp_ckpt_free(y);
+}
+
+/* A job whose model is {"checkpoint": SHA256} runs here from the file
+ * --checkpoint names: its first stage evaluates the network unchanged (the
+ * job's baseline), then the loop prunes it.  Refused before anything runs:
+ * no --checkpoint, a file whose sha256 is not the job's, --checkpoint for a
+ * zoo job. */
+static void test_checkpoint_model(void **state)
+{
+    (void)state;
+    char job[4200], a[4200], p[4300], model[4300], job2[4300], b[4300];
+    char *dir = job_dir(
+        "{\"dataset\":\"fashion-mnist\",\"model\":\"lenet5\",\"train\":{\"epochs\":1},"
+        "\"iterations\":0,\"data\":{\"train_limit\":600,\"test_limit\":300}}\n",
+        job, a);
+    char *argv[6] = {"run", job, "--out", a, "--threads", "1"};
+    assert_int_equal(gpp_run_main(6, argv), 0);
+    snprintf(model, sizeof model, "%s/stage-00-train.gppm", a);
+    uint8_t d[GPP_SHA256_LEN];
+    char hex[GPP_SHA256_HEX_LEN + 1];
+    assert_int_equal(gpp_sha256_file(model, d, NULL), 0);
+    gpp_sha256_hex(d, hex);
+    snprintf(job2, sizeof job2, "%s/byo.json", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    FILE *f = fopen(job2, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"dataset\":\"fashion-mnist\",\"model\":{\"checkpoint\":\"%s\"},"
+               "\"iterations\":1,\"push\":{\"epochs\":0},\"prune\":{\"final_finetune_epochs\":0},"
+               "\"data\":{\"train_limit\":600,\"test_limit\":300}}\n", hex);
+    fclose(f);
+    /* refusals: nothing written */
+    char *no_file[6] = {"run", job2, "--out", b, "--threads", "1"};
+    assert_int_equal(gpp_run_main(6, no_file), 1);
+    char *wrong[8] = {"run", job2, "--out", b, "--threads", "1", "--checkpoint", job};
+    assert_int_equal(gpp_run_main(8, wrong), 1);
+    char *zoo[8] = {"run", job, "--out", b, "--threads", "1", "--checkpoint", model};
+    assert_int_equal(gpp_run_main(8, zoo), 1);
+    assert_int_not_equal(access(b, F_OK), 0);
+    /* the run */
+    char *ok[8] = {"run", job2, "--out", b, "--threads", "1", "--checkpoint", model};
+    assert_int_equal(gpp_run_main(8, ok), 0);
+    snprintf(p, sizeof p, "%s/stage-00-train.gppm", b);
+    same_tensor_bits(model, p);   /* evaluated, not trained */
+    snprintf(p, sizeof p, "%s/summary.json", b);
+    cJSON *sum = read_json(p);
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(sum, "stages");
+    assert_int_equal(cJSON_GetArraySize(stages), 2);
+    const cJSON *s0 = cJSON_GetArrayItem(stages, 0), *s1 = cJSON_GetArrayItem(stages, 1);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s0, "evaluated_only")));
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s1, "stage")), "prune");
+    assert_true(num(s1, "params") < num(s0, "params"));
+    cJSON_Delete(sum);
+    /* --resume needs the same file */
+    char *again[9] = {"run", job2, "--out", b, "--threads", "1", "--resume", "--checkpoint", job};
+    assert_int_equal(gpp_run_main(9, again), 1);
+    sf_rmtree(dir);
+    free(dir);
+}
+
 static void test_final_recovery(void **state)
 {
     (void)state;
@@ -565,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_baselines_list),
         cmocka_unit_test(test_final_lr),
         cmocka_unit_test(test_final_recovery),
+        cmocka_unit_test(test_checkpoint_model),
         cmocka_unit_test(test_eigen_push_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -487,6 +487,187 @@ static void test_bn_recalibrate(void **state)
     cJSON_Delete(q);
 }
 
+/* The meta of checkpoint `name`, parsed (the caller deletes it). */
+static cJSON *meta_of(env *e, const char *name)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", e->dir, name);
+    gpp_ckpt *ck = NULL;
+    assert_int_equal(gpp_ckpt_read_file(path, &ck, NULL), 0);
+    cJSON *doc = cJSON_Parse(gpp_ckpt_json(ck));
+    gpp_ckpt_free(ck);
+    assert_non_null(doc);
+    cJSON *meta = cJSON_DetachItemFromObjectCaseSensitive(doc, "meta");
+    cJSON_Delete(doc);
+    assert_non_null(meta);
+    return meta;
+}
+
+/* `in` again as `out`, its meta saying the baseline validated at `v`. */
+static void with_baseline_val(env *e, const char *in, const char *out, double v)
+{
+    gpp_error err = {0};
+    char ip[4200], op[4200];
+    snprintf(ip, sizeof ip, "%s/%s", e->dir, in);
+    snprintf(op, sizeof op, "%s/%s", e->dir, out);
+    nn_ctx *ctx = nn_ctx_new("cpu", 1, &err);
+    nn_net *net = NULL;
+    cJSON *doc = NULL;
+    assert_int_equal(gpp_net_load(ctx, ip, &net, &doc, &err), 0);
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, "baseline_val_accuracy");
+    cJSON_AddNumberToObject(meta, "baseline_val_accuracy", v);
+    assert_int_equal(gpp_net_save(net, op, meta, NULL, 0, &err), 0);
+    cJSON_Delete(doc);
+    nn_net_free(net);
+    nn_ctx_free(ctx);
+}
+
+static int has(const cJSON *o, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, key) != NULL;
+}
+
+/* Counts a stage's fine-tune and recover steps; cancels the stage once
+ * `cancel_at` recover steps ran (0: never). */
+typedef struct recover_io {
+    long long tune, recover, cancel_at;
+    atomic_int flag;
+} recover_io;
+
+static void recover_metric(void *user, const gpp_metric *m)
+{
+    recover_io *c = user;
+    if (m->evaluation) return;
+    if (strcmp(m->phase, "finetune") == 0) c->tune++;
+    if (strcmp(m->phase, "recover") == 0 && ++c->recover == c->cancel_at) atomic_store(&c->flag, 1);
+}
+
+static int prune_recover(env *e, const char *extra, int iteration, const char *in,
+                         const char *out, const char *partial, cJSON **summary, recover_io *c,
+                         gpp_error *err)
+{
+    char text[4096], ip[4200], op[4200], pp[4200];
+    snprintf(text, sizeof text, SPEC_FMT, GAPNET, extra);
+    gpp_jobspec *spec = sf_spec(text);
+    snprintf(ip, sizeof ip, "%s/%s", e->dir, in);
+    snprintf(op, sizeof op, "%s/%s", e->dir, out);
+    snprintf(pp, sizeof pp, "%s/%s", e->dir, partial ? partial : "");
+    gpp_stage_req req = {.spec = spec, .kind = GPP_STAGE_PRUNE, .index = 1,
+                         .iteration = iteration, .input = ip, .output = op,
+                         .partial = partial ? pp : NULL, .data = e->d, .threads = 1};
+    gpp_stage_io io = {.user = c, .metric = recover_metric, .cancel = &c->flag};
+    c->tune = c->recover = 0;
+    atomic_store(&c->flag, 0);
+    int rc = gpp_stage_run(&req, &io, summary, err);
+    gpp_jobspec_free(spec);
+    return rc;
+}
+
+/* stop.recover_epochs: the baseline's validation accuracy travels in every
+ * checkpoint's meta after the train stage; a prune (not the last) whose
+ * validation accuracy after its fine-tune is below the stop rule's bound
+ * (that minus stop.max_accuracy_drop) trains stop.recover_epochs more
+ * (phase "recover") and reports what that gives; the summary says so
+ * (recover_epochs, val_before_recover) and counts them in finetune_epochs
+ * (the baselines' budget).  Not with 0, not within the bound, not for the
+ * last iteration's prune, not without a fine-tune.  Cancelled inside the
+ * recover phase and resumed, it writes the same bytes. */
+static void test_recover_to_bound(void **state)
+{
+    env *e = *state;
+    gpp_error err = {0};
+    cJSON *s = NULL;
+    recover_io c = {0};
+    char x[512];
+#define RECOVER_SPEC(drop, n, ft)                                                          \
+    (snprintf(x, sizeof x,                                                                 \
+              ",\"iterations\":3,\"prune\":{\"ratio\":0.4,\"finetune_epochs\":%d,"          \
+              "\"final_finetune_epochs\":2,\"compare_cut\":false,\"lr\":0.02},"             \
+              "\"stop\":{\"max_accuracy_drop\":%g,\"recover_epochs\":%d}",                  \
+              ft, drop, n),                                                                \
+     x)
+    assert_int_equal(stage(e, SPEC, RECOVER_SPEC(0.0, 2, 1), GPP_STAGE_TRAIN, 0, 0, NULL, "r0.gppm",
+                           NULL, 0, &s, &err), 0);
+    const double base = num(s, "val_accuracy");
+    cJSON_Delete(s);
+    cJSON *meta = meta_of(e, "r0.gppm");
+    assert_true(num(meta, "baseline_val_accuracy") == base);
+    cJSON_Delete(meta);
+    /* a bound out of reach: one fine-tune epoch, then two more */
+    with_baseline_val(e, "r0.gppm", "rh.gppm", 2.0);
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 2, 1), 0, "rh.gppm", "r1.gppm", NULL, &s,
+                                   &c, &err), 0);
+    const long long one = c.tune;
+    assert_true(one > 0 && c.recover == 2 * one);
+    assert_int_equal((int)num(s, "recover_epochs"), 2);
+    assert_int_equal((int)num(s, "finetune_epochs"), 3);
+    const double v0 = num(s, "val_before_recover"), v2 = num(s, "val_accuracy");
+    cJSON *straight = s;
+    meta = meta_of(e, "r1.gppm");
+    assert_true(num(meta, "baseline_val_accuracy") == 2.0);   /* passed on */
+    cJSON_Delete(meta);
+    printf("validation: %.4f after the fine-tune, %.4f after two more epochs\n", v0, v2);
+    /* recover_epochs 0: the fine-tune alone, the same epoch */
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 0, 1), 0, "rh.gppm", "r2.gppm", NULL, &s,
+                                   &c, &err), 0);
+    assert_true(c.tune == one && c.recover == 0);
+    assert_false(has(s, "recover_epochs"));
+    assert_int_equal((int)num(s, "finetune_epochs"), 1);
+    assert_true(num(s, "val_accuracy") == v0);
+    cJSON_Delete(s);
+    /* within the bound: nothing more (the bound just at what the fine-tune
+     * reaches; a hair above it recovers) */
+    with_baseline_val(e, "r0.gppm", "rb.gppm", v0 + 0.25);
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.25, 3, 1), 0, "rb.gppm", "r3.gppm", NULL, &s,
+                                   &c, &err), 0);
+    assert_true(c.tune == one && c.recover == 0);
+    assert_false(has(s, "recover_epochs"));
+    cJSON_Delete(s);
+    with_baseline_val(e, "r0.gppm", "rc.gppm", v0 + 0.2501);
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.25, 1, 1), 0, "rc.gppm", "r4.gppm", NULL, &s,
+                                   &c, &err), 0);
+    assert_true(c.tune == one && c.recover == one);
+    cJSON_Delete(s);
+    /* the last iteration's prune holds the final recovery: not recovered */
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 3, 1), 2, "rh.gppm", "r5.gppm", NULL, &s,
+                                   &c, &err), 0);
+    assert_true(c.tune == 3 * one && c.recover == 0);
+    assert_false(has(s, "recover_epochs"));
+    cJSON_Delete(s);
+    /* no fine-tune asked for: none given */
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 3, 0), 0, "rh.gppm", "r6.gppm", NULL, &s,
+                                   &c, &err), 0);
+    assert_true(c.tune == 0 && c.recover == 0);
+    assert_false(has(s, "recover_epochs"));
+    cJSON_Delete(s);
+    /* cancelled in the second recover epoch, resumed from the partial
+     * checkpoint: the same bytes as the straight run */
+    c.cancel_at = one + 1;
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 2, 1), 0, "rh.gppm", "r7.gppm", "r7.part",
+                                   NULL, &c, &err), GPP_EAGAIN);
+    char pp[4200];
+    snprintf(pp, sizeof pp, "%s/r7.part", e->dir);
+    assert_int_equal(access(pp, R_OK), 0);
+    c.cancel_at = 0;
+    assert_int_equal(prune_recover(e, RECOVER_SPEC(0.0, 2, 1), 0, "rh.gppm", "r7.gppm", "r7.part",
+                                   &s, &c, &err), 0);
+    assert_true(c.tune == 0 && c.recover == one);   /* only the second recover epoch ran */
+    assert_true(cJSON_Compare(s, straight, 1));
+    cJSON_Delete(s);
+    cJSON_Delete(straight);
+    char a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/r1.gppm", e->dir);
+    snprintf(b, sizeof b, "%s/r7.gppm", e->dir);
+    size_t la, lb;
+    unsigned char *ba = sf_read(a, &la), *bb = sf_read(b, &lb);
+    assert_true(ba && bb && la == lb);
+    assert_memory_equal(ba, bb, la);
+    free(ba);
+    free(bb);
+#undef RECOVER_SPEC
+}
+
 /* A learning rate that blows the loss up stops the train stage with
  * "diverged" naming train.lr (the loss is read one step late, and still
  * caught), and writes no checkpoint. */
@@ -525,6 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cut_compare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bn_recalibrate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diverged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_to_bound, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@ import {
   h, replace, announce, fmtCount, fmtPct, fmtTime, fmtDuration, toDate, setBusy,
 } from '../dom.js';
 import {
-  readJob, refText, stageLabel, reasonText, badge, progressBar, isFinished, summaryPair, accuracyOf,
+  readJob, refText, stageLabel, reasonText, recoverNote, badge, progressBar, isFinished, summaryPair, accuracyOf,
 } from '../model.js';
 import { lineChart, widthBars, PALETTE } from '../charts.js';
 import {
@@ -166,6 +166,7 @@ export async function render(main, route, ctx) {
       let note = '';
       if (s.reason) note = reasonText(s.reason);
       else if (s.state === 'queued' && firstOpen && s.idx > firstOpen.idx) note = 'planned: runs after the stage before it';
+      else if (s.kind === 'prune') note = recoverNote(s.summary);
       return h(`li.stage.stage-${s.state}`, { 'data-kind': s.kind, 'data-idx': String(s.idx), 'data-state': s.state },
         h('span.stage-dot', { 'aria-hidden': 'true' }),
         h('div.stage-body',
