@@ -748,6 +748,23 @@ static double final_lr(const gpp_jobspec *sp)
     return sp->prune.final_lr > 0 ? sp->prune.final_lr : phase_lr(sp->prune.lr, sp);
 }
 
+/* The stop rule compares each prune's validation accuracy with the
+ * baseline's `val` less stop.max_accuracy_drop.  When one accuracy on this
+ * many validation images has a binomial standard error above half that
+ * bound, the rule judges noise as much as the nets: say so, and what
+ * helps. */
+static void noisy_bound_hint(gpp__stage *s, double val)
+{
+    const gpp_jobspec *sp = s->spec;
+    if (s->n_val == 0 || sp->iterations == 0 || val <= 0 || val >= 1) return;
+    const double se = sqrt(val * (1.0 - val) / (double)s->n_val);
+    if (se <= sp->stop.max_accuracy_drop / 2) return;
+    gpp__log(s, "note: %u validation images: an accuracy near %.4f has a standard error of "
+             "about %.4f, against a stop.max_accuracy_drop of %.4f; the stop rule may end the "
+             "loop on noise (a larger data.val_fraction or stop.max_accuracy_drop steadies it)",
+             s->n_val, val, se, sp->stop.max_accuracy_drop);
+}
+
 static int stage_train(gpp__stage *s, cJSON **summary)
 {
     int rc;
@@ -762,8 +779,12 @@ static int stage_train(gpp__stage *s, cJSON **summary)
     }
     gpp__phase ph = {.name = "train", .epochs = given ? 0 : s->spec->train.epochs,
                      .lr = s->spec->train.lr, .salt = SALT_TRAIN};
-    if ((rc = gpp__phase_run(s, &ph)) != 0) return rc;
-    return finish(s, -1, -1, summary);
+    double val = -1.0;
+    if ((rc = gpp__phase_run(s, &ph)) != 0 ||
+        (rc = gpp__evaluate(s, s->val_ds, s->val, s->n_val, &val)) != 0)
+        return rc;
+    noisy_bound_hint(s, val);
+    return finish(s, val, -1, summary);
 }
 
 static int stage_push(gpp__stage *s, cJSON **summary)

@@ -668,6 +668,59 @@ static void test_recover_to_bound(void **state)
 #undef RECOVER_SPEC
 }
 
+/* Keeps whether a log line contained `want`. */
+typedef struct log_seen {
+    const char *want;
+    int seen;
+    char line[512];
+} log_seen;
+
+static void seen_log(void *user, const char *line)
+{
+    log_seen *l = user;
+    if (strstr(line, l->want)) {
+        l->seen++;
+        snprintf(l->line, sizeof l->line, "%s", line);
+    }
+}
+
+/* The train stage says when the validation set is too small for the stop
+ * rule's bound (one accuracy's standard error above half of it), with the
+ * numbers; not when the bound is wide enough, nor for a job with no
+ * prunes. */
+static void test_noisy_bound_hint(void **state)
+{
+    env *e = *state;
+    const char *extra[3] = {",\"stop\":{\"max_accuracy_drop\":0.01}",
+                            ",\"stop\":{\"max_accuracy_drop\":0.9}",
+                            ",\"iterations\":0"};
+    for (int k = 0; k < 3; k++) {
+        char text[4096], op[4200];
+        snprintf(text, sizeof text, SPEC_FMT, GAPNET, extra[k]);
+        gpp_jobspec *spec = sf_spec(text);
+        snprintf(op, sizeof op, "%s/h%d.gppm", e->dir, k);
+        gpp_stage_req req = {.spec = spec, .kind = GPP_STAGE_TRAIN, .output = op, .data = e->d,
+                             .threads = 1};
+        log_seen l = {.want = "standard error"};
+        gpp_stage_io io = {.user = &l, .log = seen_log};
+        gpp_error err = {0};
+        cJSON *s = NULL;
+        assert_int_equal(gpp_stage_run(&req, &io, &s, &err), 0);
+        if (k == 0) {
+            const double v = num(s, "val_accuracy"), n = e->d->split->n_val;
+            char want[160];
+            snprintf(want, sizeof want, "%u validation images: an accuracy near %.4f has a "
+                     "standard error of about %.4f", e->d->split->n_val, v, sqrt(v * (1 - v) / n));
+            assert_int_equal(l.seen, 1);
+            assert_non_null(strstr(l.line, want));
+        } else {
+            assert_int_equal(l.seen, 0);
+        }
+        cJSON_Delete(s);
+        gpp_jobspec_free(spec);
+    }
+}
+
 /* A learning rate that blows the loss up stops the train stage with
  * "diverged" naming train.lr (the loss is read one step late, and still
  * caught), and writes no checkpoint. */
@@ -707,6 +760,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bn_recalibrate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diverged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_to_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_noisy_bound_hint, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
