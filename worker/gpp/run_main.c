@@ -678,7 +678,7 @@ static int check_model_file(const gpp_jobspec *spec, const char *ckpt, gpp_error
                              "its file with --checkpoint FILE.gppm",
                              spec->model_checkpoint);
     uint8_t d[GPP_SHA256_LEN];
-    char hex[2 * GPP_SHA256_LEN + 1];
+    char hex[GPP_SHA256_HEX_LEN + 1];
     if (gpp_sha256_file(ckpt, d, err) != 0) return -1;
     gpp_sha256_hex(d, hex);
     if (strcasecmp(hex, spec->model_checkpoint) != 0)
