@@ -40,6 +40,14 @@ static void add_cursor(cJSON *o, bool more, char kind, const char *value)
     }
 }
 
+/* A cursor after the row numbered `id` (the last one of the page). */
+static void add_id_cursor(cJSON *o, bool more, char kind, int64_t id)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)id);
+    add_cursor(o, more, kind, v);
+}
+
 /* ---- tokens ------------------------------------------------------------------ */
 
 static cJSON *token_json(const store_token *t)
@@ -71,9 +79,7 @@ enum MHD_Result api__tokens_list(api_req *r)
     cJSON *arr = cJSON_AddArrayToObject(o, "tokens");
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(arr, token_json(&toks[i]));
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)(n ? toks[n - 1].id : 0));
-    add_cursor(o, more && n > 0, 't', v);
+    add_id_cursor(o, more && n > 0, 't', n ? toks[n - 1].id : 0);
     free(toks);
     return api__reply_json(r, 200, o, NULL);
 }
@@ -428,14 +434,10 @@ static bool model_sha(const api_req *r, char out[GPP_SHA256_HEX_LEN + 1])
     const char *p = r->params[0];
     if (strlen(p) != GPP_SHA256_HEX_LEN)
         return false;
-    for (int i = 0; i < GPP_SHA256_HEX_LEN; i++) {
-        char c = (char)tolower((unsigned char)p[i]);
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-        out[i] = c;
-    }
-    out[GPP_SHA256_HEX_LEN] = '\0';
-    return true;
+    for (int i = 0; i <= GPP_SHA256_HEX_LEN; i++)
+        out[i] = (char)tolower((unsigned char)p[i]);
+    uint8_t d[GPP_SHA256_LEN];
+    return gpp_sha256_from_hex(out, d) == 0;
 }
 
 /* A user sees the uploads they made; an admin sees everyone's. */
@@ -461,9 +463,7 @@ enum MHD_Result api__models_list(api_req *r)
     cJSON *arr = cJSON_AddArrayToObject(o, "models");
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(arr, model_json(&ms[i]));
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)(n ? ms[n - 1].id : 0));
-    add_cursor(o, more && n > 0, 'm', v);
+    add_id_cursor(o, more && n > 0, 'm', n ? ms[n - 1].id : 0);
     free(ms);
     return api__reply_json(r, 200, o, NULL);
 }

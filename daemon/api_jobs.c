@@ -107,6 +107,17 @@ static cJSON *job_summary(const store_job *j, const store_stage *st, size_t n)
     return out;
 }
 
+/* The numbers of `from` named in `keys` (NULL-ended) that it holds, into
+ * `to` (an object, else nothing). */
+static void copy_numbers(cJSON *to, const cJSON *from, const char *const *keys)
+{
+    for (; cJSON_IsObject(to) && *keys; keys++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(from, *keys);
+        if (cJSON_IsNumber(v))
+            cJSON_AddNumberToObject(to, *keys, v->valuedouble);
+    }
+}
+
 static cJSON *stage_json(const store_stage *g)
 {
     cJSON *o = cJSON_CreateObject();
@@ -143,22 +154,16 @@ static cJSON *stage_json(const store_stage *g)
         }
     }
     /* the final recovery: the stage it recovered, and for how long */
-    static const char *const fkeys[] = {"from_stage", "finetune_epochs"};
-    for (size_t i = 0; cJSON_IsObject(nums) && strcmp(g->kind, "finetune") == 0 && i < 2; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sum, fkeys[i]);
-        if (cJSON_IsNumber(v))
-            cJSON_AddNumberToObject(nums, fkeys[i], v->valuedouble);
-    }
+    static const char *const fkeys[] = {"from_stage", "finetune_epochs", NULL};
+    if (strcmp(g->kind, "finetune") == 0)
+        copy_numbers(nums, sum, fkeys);
     /* a prune below the stop rule's bound after its fine-tune, recovered
      * stop.recover_epochs more before the rule judged it */
-    static const char *const rkeys[] = {"recover_epochs", "val_before_recover", "finetune_epochs"};
-    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(sum, "recover_epochs");
-    for (size_t i = 0; cJSON_IsObject(nums) && strcmp(g->kind, "prune") == 0 &&
-                       cJSON_IsNumber(rec) && i < 3; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sum, rkeys[i]);
-        if (cJSON_IsNumber(v))
-            cJSON_AddNumberToObject(nums, rkeys[i], v->valuedouble);
-    }
+    static const char *const rkeys[] = {"recover_epochs", "val_before_recover", "finetune_epochs",
+                                        NULL};
+    if (strcmp(g->kind, "prune") == 0 &&
+        cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(sum, "recover_epochs")))
+        copy_numbers(nums, sum, rkeys);
     /* a train stage that evaluated a checkpoint model instead of training */
     if (cJSON_IsObject(nums) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sum, "evaluated_only")))
         cJSON_AddTrueToObject(nums, "evaluated_only");

@@ -3676,13 +3676,11 @@ static void row_model(sqlite3_stmt *q, store_model *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(q, 0);
-    const char *t = (const char *)sqlite3_column_text(q, 1);
-    snprintf(m->sha256, sizeof m->sha256, "%s", t ? t : "");
-    t = (const char *)sqlite3_column_text(q, 2);
-    snprintf(m->owner, sizeof m->owner, "%s", t ? t : "");
+    col_copy(q, 1, m->sha256, sizeof m->sha256);
+    col_copy(q, 2, m->owner, sizeof m->owner);
     m->size = sqlite3_column_int64(q, 3);
     m->params = sqlite3_column_int64(q, 4);
-    t = (const char *)sqlite3_column_text(q, 5);
+    const char *t = (const char *)sqlite3_column_text(q, 5);
     if (!t || sscanf(t, "%dx%dx%d", &m->C, &m->H, &m->W) != 3)
         m->C = m->H = m->W = 0;
     m->classes = sqlite3_column_int(q, 6);
@@ -3795,12 +3793,14 @@ out:
     return rc;
 }
 
-static int64_t model_count(store *s, enum stmt_id id, const char *sha256, gpp_error *err)
+/* The one number statement `id` gives for `key` (a sha256, or an owner), or
+ * a negative GPP_E* code. */
+static int64_t model_count(store *s, enum stmt_id id, const char *key, gpp_error *err)
 {
     sqlite3_stmt *q = st(s, id, err);
     if (!q)
         return s->st_rc;
-    bind_text(q, 1, sha256);
+    bind_text(q, 1, key);
     int src = sqlite3_step(q);
     int64_t n = src == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
     done(q);

@@ -18,6 +18,7 @@
 #define SALT_TRAIN 0x747261696e000001ULL
 #define SALT_PUSH 0x7075736800000002ULL
 #define SALT_TUNE 0x74756e6500000003ULL
+#define SALT_RECOVER (SALT_TUNE + 1)
 
 static double now_s(void)
 {
@@ -174,13 +175,20 @@ done:
     return rc;
 }
 
+/* The phase a partial checkpoint being resumed was in ("" when none). */
+static const char *resume_phase(const gpp__stage *s)
+{
+    const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(s->resume, "state"), "phase"));
+    return n ? n : "";
+}
+
 /* Resume the phase from the partial checkpoint s->resume describes. */
 static int load_partial(gpp__stage *s, const gpp__phase *ph, long long *step, int *epoch,
                         gpp_data_iter *it, double *ema, uint8_t *top, int *M)
 {
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(s->resume, "state");
-    const cJSON *ph_name = cJSON_GetObjectItemCaseSensitive(st, "phase");
-    if (!cJSON_IsString(ph_name) || strcmp(ph_name->valuestring, ph->name) != 0)
+    if (strcmp(resume_phase(s), ph->name) != 0)
         return gpp_error_set(s->err, GPP_EFORMAT, "malformed", "partial",
                              "%s: the partial checkpoint is of another phase", s->req->partial);
     float *ebits = NULL, *tf = NULL;
@@ -885,16 +893,6 @@ static int load_teacher(gpp__stage *s, nn_net **teacher)
     }
     return rc;
 }
-
-/* The phase a partial checkpoint being resumed was in ("" when none). */
-static const char *resume_phase(const gpp__stage *s)
-{
-    const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(s->resume, "state"), "phase"));
-    return n ? n : "";
-}
-
-#define SALT_RECOVER (SALT_TUNE + 1)
 
 /* A prune (not the last) whose validation accuracy after its fine-tune is
  * below the stop rule's bound would end the loop; its short fine-tune,
