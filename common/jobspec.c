@@ -180,7 +180,7 @@ static const field prune_fields[] = {
 };
 
 static const field stop_fields[] = {
-    NUM("max_accuracy_drop", 0, 0, 1, 0.01, stop.max_accuracy_drop),
+    NUM("max_accuracy_drop", 0, 0, 1, 0.005, stop.max_accuracy_drop),
     I64N("target_params", 1, MAX_SAFE_INT, stop.target_params),
     INT("recover_epochs", 0, 1000, 9, stop.recover_epochs),
 };
@@ -212,7 +212,7 @@ static const field top_fields[] = {
     OBJ("grow", grow_set),
     OBJ("push", push_set),
     OBJ("prune", prune_set),
-    INT("iterations", 0, 100, 4, iterations),
+    INT("iterations", 0, 100, 10, iterations),
     OBJ("stop", stop_set),
     OBJ("data", data_set),
 };

@@ -70,8 +70,9 @@
  *                 GPP's, the baselines', the cut comparison's copies -- the
  *                 batch norms' running statistics are re-estimated on this
  *                 many training images; 0 = off; no effect without batch norm)
- *   iterations    integer 0..100 [4]
- *   stop          max_accuracy_drop [0, 1] [0.01]; target_params null or int 1..2^53 [null];
+ *   iterations    integer 0..100 [10] (an upper bound: the stop rule usually ends
+ *                 the loop sooner)
+ *   stop          max_accuracy_drop [0, 1] [0.005]; target_params null or int 1..2^53 [null];
  *                 recover_epochs int 0..1000 [9] (a prune, not the last, whose
  *                 validation accuracy after its fine-tune is more than
  *                 max_accuracy_drop below the baseline's trains this many more
@@ -205,7 +206,7 @@ typedef struct gpp_jobspec_prune {
 } gpp_jobspec_prune;
 
 typedef struct gpp_jobspec_stop {
-    double max_accuracy_drop; /* [0, 1] [0.01] */
+    double max_accuracy_drop; /* [0, 1] [0.005] */
     int64_t target_params;    /* 1..2^53, 0 = null [null] */
     int recover_epochs;       /* 0..1000 [9]: a prune below the accuracy bound
                                  trains this many more epochs (one lr cycle)
@@ -242,7 +243,7 @@ typedef struct gpp_jobspec {
     int priority;          /* -1000..1000 [0] */
     int seed;              /* 0..2147483647 [1] */
     int max_restarts;      /* 0..100 [3] */
-    int iterations;        /* 0..100 [4]: push + prune rounds */
+    int iterations;        /* 0..100 [10]: push + prune rounds, at most */
     gpp_jobspec_train train;
     gpp_jobspec_grow grow;
     gpp_jobspec_push push;

@@ -25,7 +25,8 @@ test('a job submitted through the form is queued, listed, and shows its planned 
     assert.equal(await val('train.epochs'), '2');
     assert.equal(await val('train.lr'), '0.01');
     assert.equal(await val('prune.ratio'), '0.3');
-    assert.equal(await val('iterations'), '4');
+    assert.equal(await val('iterations'), '10');
+    assert.equal(await val('stop.max_accuracy_drop'), '0.005');
     assert.equal(await page.locator('[name="prune.reconstruct"]').isChecked(), false);
     assert.equal(await val('prune.final_finetune_epochs'), '9');
     await shot(page, 'submit-form');

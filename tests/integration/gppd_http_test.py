@@ -364,13 +364,14 @@ def test_submit_minimal(g):
     spec = job['spec']
     # defaults filled in
     assert spec['train']['epochs'] == 2 and spec['train']['batch_size'] == 64, spec
-    assert spec['iterations'] == 4 and spec['prune']['ratio'] == 0.3, spec
+    assert spec['iterations'] == 10 and spec['prune']['ratio'] == 0.3, spec
+    assert spec['stop']['max_accuracy_drop'] == 0.005, spec
     assert spec['device'] == 'any' and spec['priority'] == 0 and spec['seed'] == 1, spec
     assert spec['name'] == 'lenet5-tiny', spec
-    # the chain: train, then 4 x (push, prune), then the final recovery
+    # the chain: train, then 10 x (push, prune), then the final recovery
     kinds = [s['kind'] for s in job['stages']]
-    assert kinds == ['train'] + ['push', 'prune'] * 4 + ['finetune'], kinds
-    assert [s['index'] for s in job['stages']] == list(range(10))
+    assert kinds == ['train'] + ['push', 'prune'] * 10 + ['finetune'], kinds
+    assert [s['index'] for s in job['stages']] == list(range(22))
     assert all(s['state'] == 'queued' and s['attempt'] == 0 for s in job['stages'])
     assert job['stages'][0]['reason'] == 'waiting_for_worker', job['stages'][0]
     assert job['progress'] == 0 and job['current_stage'] == 0, job

@@ -247,14 +247,14 @@ static void test_job_submit(void **state)
     assert_non_null(s.spec);
     assert_non_null(s.canon);
     assert_int_equal(s.n_stages, gpp_jobspec_stage_count(s.spec));
-    assert_int_equal(s.n_stages, 1 + 2 * 4 + 1);  /* train + 4 x (push, prune) + finetune */
+    assert_int_equal(s.n_stages, 1 + 2 * 10 + 1);  /* train + 10 x (push, prune) + finetune */
     assert_string_equal(s.chain[0].kind, "train");
     assert_string_equal(s.chain[1].kind, "push");
     assert_int_equal(s.chain[1].round, 1);
-    assert_string_equal(s.chain[8].kind, "prune");
-    assert_int_equal(s.chain[8].round, 4);
-    assert_string_equal(s.chain[9].kind, "finetune");
-    assert_int_equal(s.chain[9].round, 0);
+    assert_string_equal(s.chain[20].kind, "prune");
+    assert_int_equal(s.chain[20].round, 10);
+    assert_string_equal(s.chain[21].kind, "finetune");
+    assert_int_equal(s.chain[21].round, 0);
     assert_string_equal(s.model, "lenet5");
     assert_string_equal(s.device, "any");
     assert_string_equal(s.dataset, "fashion-mnist");

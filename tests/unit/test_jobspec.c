@@ -555,7 +555,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->priority, 0);
     assert_int_equal(s->seed, 1);
     assert_int_equal(s->max_restarts, 3);
-    assert_int_equal(s->iterations, 4);
+    assert_int_equal(s->iterations, 10);
     /* train */
     assert_int_equal(s->train.epochs, 2);
     assert_int_equal(s->train.batch_size, 64);
@@ -609,7 +609,7 @@ static void test_defaults_filled(void **state)
     assert_true(s->prune.final_lr == 0.0);
     assert_int_equal(s->prune.bn_recalibrate, 1024);
     /* stop, data */
-    assert_true(s->stop.max_accuracy_drop == 0.01);
+    assert_true(s->stop.max_accuracy_drop == 0.005);
     assert_int_equal(s->stop.recover_epochs, 9);
     assert_true(s->stop.target_params == 0);
     assert_true(s->data.train_limit == 0);
@@ -618,7 +618,7 @@ static void test_defaults_filled(void **state)
     assert_int_equal(s->data.val_from, GPP_VAL_FROM_AUTO);
     assert_int_equal(s->data.augment, GPP_AUGMENT_AUTO);
     assert_true(s->data.normalize);
-    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 0 + 8 + 1);   /* + finetune */
+    assert_int_equal(gpp_jobspec_stage_count(s), 1 + 0 + 20 + 1);   /* + finetune */
     gpp_jobspec_free(s);
 }
 
@@ -641,8 +641,8 @@ static void test_defaults_serialised(void **state)
         "\"distill\":0,\"distill_temperature\":4,\"reconstruct\":false,"
         "\"reconstruct_samples\":512,\"criterion\":\"gpp\",\"compare_cut\":true,\"lr\":null,\"final_lr\":null,"
         "\"bn_recalibrate\":1024},"
-        "\"iterations\":4,"
-        "\"stop\":{\"max_accuracy_drop\":0.01,\"target_params\":null,\"recover_epochs\":9},"
+        "\"iterations\":10,"
+        "\"stop\":{\"max_accuracy_drop\":0.005,\"target_params\":null,\"recover_epochs\":9},"
         "\"data\":{\"train_limit\":null,\"test_limit\":null,\"val_fraction\":0.1,"
         "\"val_from\":\"auto\",\"augment\":\"auto\",\"normalize\":true}}");
     free(out);
