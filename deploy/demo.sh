@@ -125,8 +125,10 @@ job = api('POST', '/api/v1/jobs', spec)
 jid = job['id']
 spec = job['spec']
 total = job['stages_total']
-print('job %s: %d stages (train %d epochs, %d x push + prune), data %s'
-      % (jid, total, spec['train']['epochs'], spec['iterations'], spec['dataset']))
+print('job %s: up to %d stages (train %d epochs, up to %d x push + prune: the loop stops when a'
+      ' prune falls more than %g points of validation accuracy below the baseline), data %s'
+      % (jid, total, spec['train']['epochs'], spec['iterations'],
+         100 * spec['stop']['max_accuracy_drop'], spec['dataset']))
 print('(the dashboard shows it live at %s/#/jobs/%s)\n' % (URL, jid))
 
 

@@ -22,7 +22,7 @@ export const SECTIONS = [
         rule: '1–128 characters; empty: "<model>-<dataset>"' },
       { path: 'device', type: 'enum', def: 'any', options: ['any', 'cpu', 'gpu'], rule: 'which workers may run it' },
       { path: 'priority', type: 'int', def: 0, rule: 'integer −1000…1000; higher runs first' },
-      { path: 'iterations', type: 'int', def: 10, rule: 'integer 0…100: push + prune rounds' },
+      { path: 'iterations', type: 'int', def: 10, rule: 'integer 0…100: push + prune rounds at most (the stop rule usually ends the loop sooner)' },
       { path: 'seed', type: 'int', def: 1, rule: 'integer 0…2147483647' },
       { path: 'max_restarts', type: 'int', def: 3, rule: 'integer 0…100: retries of a failed stage' },
       { path: 'labels', type: 'labels', def: {}, placeholder: 'gpu=a100, site=lab2',
@@ -107,7 +107,7 @@ export const SECTIONS = [
     key: 'stop',
     title: 'Stop',
     fields: [
-      { path: 'stop.max_accuracy_drop', type: 'num', def: 0.005, rule: '[0, 1]: allowed drop from the baseline' },
+      { path: 'stop.max_accuracy_drop', type: 'num', def: 0.005, rule: '[0, 1]: allowed drop of validation accuracy from the baseline (0.005 = half a point); the loop stops past it' },
       { path: 'stop.target_params', type: 'int', nullable: true, def: null, placeholder: 'none', rule: 'integer ≥ 1: stop at this size' },
       { path: 'stop.recover_epochs', type: 'int', def: 9, rule: 'integer 0…1000: a prune that falls below the allowed drop trains this many more epochs before the stop rule judges it (0 = judge at once)' },
     ],
